@@ -1,0 +1,31 @@
+//! The reject output: timed pulses that fire the ejector when a rejected part reaches it.
+
+mod gpio;
+mod schedule;
+mod simulated;
+
+pub use gpio::GpioLine;
+pub use schedule::{run_scheduler, PulsePlan, PulseStats, Window};
+pub use simulated::{Edge, SimulatedLine};
+
+use crate::config::{Config, OutputConfig};
+
+/// An output line with a logical state: asserted = "reject now".
+/// What that means electrically is each backend's business (see gpio.rs).
+pub trait RejectLine: Send {
+    fn set(&mut self, asserted: bool) -> anyhow::Result<()>;
+    /// One line for logs.
+    fn describe(&self) -> String;
+}
+
+/// Opens the configured reject output, deasserted.
+pub fn open(config: &Config) -> anyhow::Result<Box<dyn RejectLine>> {
+    Ok(match &config.reject.output {
+        OutputConfig::Gpio { chip, line, active_low } => {
+            Box::new(GpioLine::open(chip, line, *active_low, "linesight-reject")?)
+        }
+        OutputConfig::Simulated { edge_log } => {
+            Box::new(SimulatedLine::new(edge_log.as_ref().map(|p| config.resolve(p)))?)
+        }
+    })
+}

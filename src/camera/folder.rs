@@ -1,0 +1,143 @@
+//! Image files replayed as a production line.
+
+use super::{Frame, Pixels, Truth};
+use crate::clock;
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "bmp"];
+
+pub struct FolderSource {
+    root: PathBuf,
+    files: Vec<PathBuf>,
+    period_ns: u64,
+    looped: bool,
+    next_index: usize,
+    next_id: u64,
+    next_due_ns: Option<u64>,
+}
+
+impl FolderSource {
+    pub fn open(root: &Path, parts_per_second: f64, looped: bool) -> anyhow::Result<Self> {
+        let files = list_images(root)?;
+        if files.is_empty() {
+            bail!("no images ({}) in {}", EXTENSIONS.join(", "), root.display());
+        }
+        Ok(FolderSource {
+            root: root.to_path_buf(),
+            files,
+            period_ns: (1e9 / parts_per_second) as u64,
+            looped,
+            next_index: 0,
+            next_id: 0,
+            next_due_ns: None,
+        })
+    }
+}
+
+/// Image files under `root`, recursively, in name order.
+pub fn list_images(root: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let entries = std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
+        for entry in entries {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if is_image(&path) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+pub fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Ground truth from the folder layout: `good/...` or `defect/...` (the kind is the
+/// sub-folder below `defect/`, or the file-name prefix before `_`).
+pub fn truth_of(root: &Path, file: &Path) -> Option<Truth> {
+    let rel = file.strip_prefix(root).unwrap_or(file);
+    let parts: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
+    let pos = parts.iter().position(|c| *c == "good" || *c == "defect")?;
+    if parts[pos] == "good" {
+        return Some(Truth::Good);
+    }
+    let kind = if parts.len() > pos + 2 {
+        Some(parts[pos + 1].to_string())
+    } else {
+        file.file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.split('_').next())
+            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+    };
+    Some(Truth::Defect(kind))
+}
+
+impl super::Source for FolderSource {
+    fn next_frame(&mut self) -> anyhow::Result<Option<Frame>> {
+        if self.next_index == self.files.len() {
+            if !self.looped {
+                return Ok(None);
+            }
+            self.next_index = 0;
+        }
+        let file = &self.files[self.next_index];
+        self.next_index += 1;
+        // A file that does not decode is still a part: it is rejected with the reason.
+        let image = image::open(file)
+            .map(Pixels::from_dynamic)
+            .map_err(|e| format!("cannot decode {}: {e}", file.display()));
+        let due = *self.next_due_ns.get_or_insert_with(clock::now_ns);
+        clock::sleep_until(due, Duration::from_secs(60));
+        let capture_ns = clock::now_ns();
+        self.next_due_ns = Some(due.max(capture_ns.saturating_sub(self.period_ns)) + self.period_ns);
+        let id = self.next_id;
+        self.next_id += 1;
+        Ok(Some(Frame {
+            id,
+            capture_ns,
+            image,
+            truth: truth_of(&self.root, file),
+            origin: Some(file.display().to_string()),
+        }))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "folder {} ({} images{}), {:.1} parts/s",
+            self.root.display(),
+            self.files.len(),
+            if self.looped { ", looped" } else { "" },
+            1e9 / self.period_ns as f64
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truth_comes_from_the_folder_layout() {
+        let root = Path::new("/data");
+        assert_eq!(truth_of(root, Path::new("/data/good/a.png")), Some(Truth::Good));
+        assert_eq!(
+            truth_of(root, Path::new("/data/defect/crack_001.png")),
+            Some(Truth::Defect(Some("crack".into())))
+        );
+        assert_eq!(
+            truth_of(root, Path::new("/data/defect/blowhole/x_1.jpg")),
+            Some(Truth::Defect(Some("blowhole".into())))
+        );
+        assert_eq!(truth_of(root, Path::new("/data/a.png")), None);
+    }
+}

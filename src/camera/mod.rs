@@ -1,0 +1,138 @@
+//! Frame sources: where parts enter the pipeline.
+//!
+//! A source blocks until the next part is in front of the camera and hands over its
+//! frame, stamped with the capture time on the monotonic clock.
+
+mod folder;
+mod synthetic;
+mod synthetic_part;
+
+pub use folder::FolderSource;
+pub use synthetic::SyntheticSource;
+pub use synthetic_part::{save_dataset, DefectKind, PartGenerator, PartSpec, SyntheticPart};
+
+use crate::config::{CameraConfig, Config};
+use anyhow::Context;
+
+/// Pixel layouts a frame may arrive in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PixelFormat {
+    Gray8,
+    Rgb8,
+}
+
+impl PixelFormat {
+    pub fn channels(self) -> usize {
+        match self {
+            PixelFormat::Gray8 => 1,
+            PixelFormat::Rgb8 => 3,
+        }
+    }
+}
+
+/// A frame's pixels as the camera delivered them. The buffer is not trusted: the
+/// preprocessor checks it against the stated size before use.
+#[derive(Clone, Debug)]
+pub struct Pixels {
+    pub width: u32,
+    pub height: u32,
+    pub format: PixelFormat,
+    pub data: Vec<u8>,
+}
+
+impl Pixels {
+    pub fn from_dynamic(img: image::DynamicImage) -> Pixels {
+        let (width, height) = (img.width(), img.height());
+        match img {
+            image::DynamicImage::ImageLuma8(g) => Pixels {
+                width,
+                height,
+                format: PixelFormat::Gray8,
+                data: g.into_raw(),
+            },
+            // 16-bit and alpha images are reduced to 8-bit; grey stays grey.
+            other if other.color().channel_count() <= 2 => Pixels {
+                width,
+                height,
+                format: PixelFormat::Gray8,
+                data: other.into_luma8().into_raw(),
+            },
+            other => Pixels {
+                width,
+                height,
+                format: PixelFormat::Rgb8,
+                data: other.into_rgb8().into_raw(),
+            },
+        }
+    }
+}
+
+/// What is known about a part before inspection (synthetic and labelled sources).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Truth {
+    Good,
+    /// A defective part, with its kind where known.
+    Defect(Option<String>),
+}
+
+/// One part as seen by the camera.
+#[derive(Debug)]
+pub struct Frame {
+    /// Part number, counted from 0 in the order parts passed the camera.
+    pub id: u64,
+    /// Capture time on CLOCK_MONOTONIC (see clock.rs).
+    pub capture_ns: u64,
+    /// The pixels, or why the frame could not be read (the part is then rejected).
+    pub image: Result<Pixels, String>,
+    pub truth: Option<Truth>,
+    /// Where the frame came from, for the results log (a file name, say).
+    pub origin: Option<String>,
+}
+
+/// A camera or stand-in. `next_frame` blocks until the next part arrives.
+pub trait Source: Send {
+    /// The next part's frame, or `None` when the source has no more parts.
+    fn next_frame(&mut self) -> anyhow::Result<Option<Frame>>;
+    /// One line for logs: what this source is.
+    fn describe(&self) -> String;
+}
+
+/// Opens the configured source.
+pub fn open(config: &Config) -> anyhow::Result<Box<dyn Source>> {
+    Ok(match &config.camera {
+        CameraConfig::Synthetic {
+            width,
+            height,
+            parts_per_second,
+            defect_ratio,
+            defect_kinds,
+            seed,
+        } => {
+            let kinds = if defect_kinds.is_empty() {
+                DefectKind::ALL.to_vec()
+            } else {
+                // Validated in config.rs.
+                defect_kinds.iter().filter_map(|k| DefectKind::parse(k)).collect()
+            };
+            let spec = PartSpec {
+                width: *width,
+                height: *height,
+                defect_ratio: *defect_ratio,
+                defect_kinds: kinds,
+                seed: *seed,
+            };
+            Box::new(SyntheticSource::new(spec, *parts_per_second))
+        }
+        CameraConfig::Folder {
+            path,
+            parts_per_second,
+            looped,
+        } => {
+            let dir = config.resolve(path);
+            Box::new(
+                FolderSource::open(&dir, *parts_per_second, *looped)
+                    .with_context(|| format!("camera.path: cannot use {}", dir.display()))?,
+            )
+        }
+    })
+}

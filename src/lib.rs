@@ -1,0 +1,16 @@
+//! linesight: line-side visual inspection with a GAN anomaly model on ONNX Runtime.
+//!
+//! The data's way through, one module each:
+//! camera → preprocess → model → verdict → actuate, with record beside; pipeline
+//! wires them. config is the file a field engineer edits.
+
+pub mod actuate;
+pub mod camera;
+pub mod check;
+pub mod clock;
+pub mod config;
+pub mod model;
+pub mod pipeline;
+pub mod preprocess;
+pub mod record;
+pub mod verdict;

@@ -1,0 +1,176 @@
+//! linesight: line-side visual inspection. CLI only: parse, load config, hand over,
+//! print the error chain.
+
+use linesight::{camera, check, config, model, pipeline};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "linesight",
+    version,
+    about = "Line-side visual inspection: scores every part with a GAN anomaly model and fires the reject output for faulty ones"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect the line described by the config until Ctrl-C (or --max-parts).
+    Run {
+        /// The config file (see board/sim/linesight.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Stop after this many parts.
+        #[arg(long)]
+        max_parts: Option<u64>,
+        /// Write results here instead of record.results.
+        #[arg(long)]
+        results: Option<PathBuf>,
+    },
+    /// Validate the config, the model and the ONNX Runtime library; list every problem.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Write a labelled synthetic data set (good/, defect/, masks/) for training and evaluation.
+    Synth {
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of parts.
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+        /// Seed: the same seed gives the same parts.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Share of defective parts, 0 to 1.
+        #[arg(long, default_value_t = 0.1)]
+        defect_ratio: f64,
+        /// Image width and height in pixels.
+        #[arg(long, default_value_t = 256)]
+        size: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("linesight: error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run {
+            config,
+            max_parts,
+            results,
+        } => {
+            let config = config::Config::load(&config)?;
+            let stop = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(sig, Arc::clone(&stop)).context("cannot install the signal handler")?;
+            }
+            let rt = pipeline::Runtime::open(config, results.as_deref())?;
+            let m = &rt.detector.manifest;
+            eprintln!(
+                "linesight: model {} ({}), threshold {} ({})",
+                m.name,
+                m.dir.display(),
+                rt.threshold.0,
+                if rt.config.decision.threshold.is_some() {
+                    "decision.threshold"
+                } else {
+                    "model manifest"
+                }
+            );
+            if let Some(lib) = model::library::loaded() {
+                eprintln!(
+                    "linesight: ONNX Runtime {} ({}), CPU execution provider",
+                    lib.path.display(),
+                    lib.origin
+                );
+            }
+            eprintln!("linesight: camera {}", rt.source.describe());
+            eprintln!("linesight: results {}", rt.results.path().display());
+            if rt.results.repaired_bytes > 0 {
+                eprintln!(
+                    "linesight: WARN results file ended in a torn line (a crash?): cut {} bytes before appending",
+                    rt.results.repaired_bytes
+                );
+            }
+            let report = pipeline::run(rt, max_parts, stop)?;
+            print!("{}", report.summary.render());
+            let p = &report.pulses;
+            println!(
+                "reject pulses {} for {} rejected parts (merged where windows overlap); worst edge lateness {:.2} ms",
+                p.pulses, p.windows, p.worst_lateness_ms
+            );
+            if report.late_outcomes > 0 {
+                println!(
+                    "late outcomes {} (parts already rejected at their deadline)",
+                    report.late_outcomes
+                );
+            }
+            if report.record_errors > 0 || p.errors > 0 {
+                eprintln!(
+                    "linesight: error: {} results could not be written, {} output edges failed",
+                    report.record_errors, p.errors
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => Ok(check::check(&config)),
+        Command::Synth {
+            out,
+            count,
+            seed,
+            defect_ratio,
+            size,
+        } => {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&defect_ratio),
+                "--defect-ratio must be from 0 to 1, found {defect_ratio}"
+            );
+            anyhow::ensure!(
+                (16..=8192).contains(&size),
+                "--size must be 16 to 8192 pixels, found {size}"
+            );
+            let spec = camera::PartSpec {
+                width: size,
+                height: size,
+                defect_ratio,
+                seed,
+                ..Default::default()
+            };
+            let s = camera::save_dataset(&out, count, spec)
+                .with_context(|| format!("cannot write data set to {}", out.display()))?;
+            println!(
+                "wrote {} good and {} defective parts to {}",
+                s.good,
+                s.defect,
+                out.display()
+            );
+            for (kind, n) in s.per_kind {
+                println!("  {:<14} {n}", kind.as_str());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

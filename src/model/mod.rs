@@ -1,0 +1,8 @@
+//! The model: manifest, ONNX Runtime library, and the inference session.
+
+mod detector;
+pub mod library;
+mod manifest;
+
+pub use detector::{Detector, Inspection};
+pub use manifest::{hex, Calibration, Channels, InputSpec, Manifest, Resize};

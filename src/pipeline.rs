@@ -1,0 +1,447 @@
+//! Wires the stages together, owns the deadlines and the shutdown.
+//!
+//! ```text
+//! source ──frame──▶ inspect (preprocess + model) ──outcome──▶ judge ──window──▶ actuate
+//!    └────────────── captured (id, time) ─────────────────────▲   └──record──▶ record
+//! ```
+//!
+//! Each stage is a thread; channels are bounded where a stage can fall behind. The
+//! judge decides parts strictly in capture order: a part whose outcome has not
+//! arrived by its deadline is rejected, whatever arrives later.
+
+use crate::actuate::{self, PulseStats, RejectLine, Window};
+use crate::camera::{self, Frame, Source, Truth};
+use crate::clock;
+use crate::config::{Config, FaultsConfig};
+use crate::model::{Detector, Manifest};
+use crate::preprocess;
+use crate::record::{PartRecord, ResultsLog, RunStats, StageLatency, Summary};
+use crate::verdict::{Reason, Threshold};
+use anyhow::Context;
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use std::collections::{HashMap, VecDeque};
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The live objects built from a validated config (phase two of two).
+pub struct Runtime {
+    pub config: Config,
+    pub source: Box<dyn Source>,
+    pub detector: Detector,
+    pub reject: Box<dyn RejectLine>,
+    pub results: ResultsLog,
+    pub threshold: Threshold,
+}
+
+impl Runtime {
+    /// Opens everything the config names: model and library, camera, output, results log.
+    pub fn open(config: Config, results_override: Option<&Path>) -> anyhow::Result<Runtime> {
+        let detector = open_detector(&config)?;
+        let threshold = Threshold(
+            config
+                .decision
+                .threshold
+                .unwrap_or(detector.manifest.calibration.threshold),
+        );
+        let source = camera::open(&config)?;
+        let results_path = match results_override {
+            Some(p) => p.to_path_buf(),
+            None => config.resolve(&config.record.results),
+        };
+        let results = ResultsLog::open(&results_path)?;
+        // The output is opened last, deasserted, once everything else is ready.
+        let reject = actuate::open(&config)?;
+        Ok(Runtime {
+            config,
+            source,
+            detector,
+            reject,
+            results,
+            threshold,
+        })
+    }
+}
+
+/// Reads the manifest and opens the session the config asks for.
+pub fn open_detector(config: &Config) -> anyhow::Result<Detector> {
+    let dir = config.resolve(&config.model.dir);
+    let manifest = Manifest::load(&dir).context("model.dir")?;
+    let lib = config.runtime.onnxruntime_library.as_ref().map(|p| config.resolve(p));
+    Detector::open(manifest, &config.runtime, lib.as_deref())
+}
+
+/// How a run ends.
+pub struct Report {
+    pub summary: Summary,
+    pub pulses: PulseStats,
+    /// Outcomes that arrived after their part had been rejected at its deadline.
+    pub late_outcomes: u64,
+    /// Results lines that could not be written.
+    pub record_errors: u64,
+}
+
+/// A part as it passed the camera, announced to the judge before inspection starts.
+struct Captured {
+    id: u64,
+    capture_ns: u64,
+    truth: Option<Truth>,
+    origin: Option<String>,
+}
+
+/// What inspection made of a part.
+struct Outcome {
+    id: u64,
+    result: Result<f32, (Reason, String)>,
+    latency: StageLatency,
+}
+
+enum ToJudge {
+    Captured(Captured),
+    Outcome(Outcome),
+}
+
+/// Runs the line until the source ends, `max_parts` parts were seen, or `stop` is set
+/// (Ctrl-C, SIGTERM). Then drains: every part seen gets its verdict and its pulse,
+/// the output goes to its safe state, and the results are flushed.
+pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow::Result<Report> {
+    let Runtime {
+        config,
+        source,
+        mut detector,
+        reject,
+        results,
+        threshold,
+    } = rt;
+    warm_up(&mut detector)?;
+
+    let (judge_tx, judge_rx) = unbounded::<ToJudge>();
+    let (frame_tx, frame_rx) = bounded::<Frame>(config.decision.queue_depth);
+    let (window_tx, window_rx) = unbounded::<Window>();
+    let (record_tx, record_rx) = unbounded::<PartRecord>();
+
+    eprintln!("linesight: reject output {} armed", reject.describe());
+    let started_ns = clock::now_ns();
+    let faults = config.faults.clone();
+    let deadline_ns = clock::ms_to_ns(config.decision.deadline_ms);
+    let (delay_ns, pulse_ns) = (
+        clock::ms_to_ns(config.reject.delay_ms),
+        clock::ms_to_ns(config.reject.pulse_ms),
+    );
+    let progress_s = config.record.progress_s;
+
+    let actuator = spawn("actuate", move || actuate::run_scheduler(reject, window_rx))?;
+    let recorder = spawn("record", move || {
+        record_loop(results, record_rx, started_ns, progress_s)
+    })?;
+    let judge = {
+        let judge_rx = judge_rx.clone();
+        spawn("judge", move || {
+            judge_loop(
+                judge_rx,
+                threshold,
+                deadline_ns,
+                delay_ns,
+                pulse_ns,
+                window_tx,
+                record_tx,
+            )
+        })?
+    };
+    drop(judge_rx);
+    let inspect = {
+        let judge_tx = judge_tx.clone();
+        let faults = faults.clone();
+        spawn("inspect", move || inspect_loop(detector, frame_rx, judge_tx, faults))?
+    };
+    let source_result = source_loop(source, frame_tx, judge_tx, &faults, max_parts, &stop);
+
+    // The source is done (or failed): the other stages drain in order.
+    inspect.join().expect("inspect thread panicked");
+    let late_outcomes = judge.join().expect("judge thread panicked");
+    let pulses = actuator.join().expect("actuate thread panicked");
+    let (stats, record_errors) = recorder.join().expect("record thread panicked");
+    source_result?;
+    Ok(Report {
+        summary: stats.summary(),
+        pulses,
+        late_outcomes,
+        record_errors,
+    })
+}
+
+fn spawn<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<std::thread::JoinHandle<T>> {
+    std::thread::Builder::new()
+        .name(format!("ls-{name}"))
+        .spawn(f)
+        .with_context(|| format!("cannot start the {name} thread"))
+}
+
+/// One inference before arming, so that the first part does not pay for lazy initialisation.
+fn warm_up(detector: &mut Detector) -> anyhow::Result<()> {
+    let n: usize = detector.manifest.input.shape.iter().product();
+    let t = clock::now_ns();
+    detector
+        .infer(&vec![0.0; n], false)
+        .context("warm-up inference failed")?;
+    eprintln!(
+        "linesight: model warm ({:.1} ms first inference)",
+        clock::ns_to_ms(clock::now_ns() - t)
+    );
+    Ok(())
+}
+
+fn source_loop(
+    mut source: Box<dyn Source>,
+    frames: Sender<Frame>,
+    judge: Sender<ToJudge>,
+    faults: &FaultsConfig,
+    max_parts: Option<u64>,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let mut seen = 0u64;
+    while !stop.load(Ordering::Relaxed) && max_parts.is_none_or(|m| seen < m) {
+        let Some(mut frame) = source
+            .next_frame()
+            .with_context(|| format!("camera: {}", source.describe()))?
+        else {
+            break;
+        };
+        seen += 1;
+        if every(faults.broken_frame_every, frame.id) {
+            if let Ok(px) = &mut frame.image {
+                px.data.truncate(px.data.len() / 2);
+            }
+        }
+        let (id, capture_ns) = (frame.id, frame.capture_ns);
+        // The judge hears of the part first, so that its deadline runs from now on.
+        let _ = judge.send(ToJudge::Captured(Captured {
+            id,
+            capture_ns,
+            truth: frame.truth.take(),
+            origin: frame.origin.take(),
+        }));
+        match frames.try_send(frame) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                let latency = StageLatency {
+                    total_ms: 0.0,
+                    ..Default::default()
+                };
+                let reason = (
+                    Reason::Overload,
+                    "inspection queue full: the line is faster than inference".into(),
+                );
+                let _ = judge.send(ToJudge::Outcome(Outcome {
+                    id,
+                    result: Err(reason),
+                    latency,
+                }));
+            }
+            Err(TrySendError::Disconnected(_)) => anyhow::bail!("the inspection stage stopped unexpectedly"),
+        }
+    }
+    Ok(())
+}
+
+/// True for every n-th part (n = 0: never).
+fn every(n: u64, id: u64) -> bool {
+    n > 0 && (id + 1) % n == 0
+}
+
+fn inspect_loop(mut detector: Detector, frames: Receiver<Frame>, judge: Sender<ToJudge>, faults: FaultsConfig) {
+    let mut tensor = Vec::new();
+    for frame in frames {
+        let t0 = clock::now_ns();
+        let mut latency = StageLatency {
+            queue_ms: Some(clock::ns_to_ms(t0.saturating_sub(frame.capture_ns))),
+            ..Default::default()
+        };
+        let result = (|| {
+            let pixels = frame.image.as_ref().map_err(|e| (Reason::BrokenFrame, e.clone()))?;
+            preprocess::to_tensor(pixels, &detector.manifest.input, &mut tensor)
+                .map_err(|e| (Reason::BrokenFrame, e.to_string()))?;
+            let t1 = clock::now_ns();
+            latency.preprocess_ms = Some(clock::ns_to_ms(t1 - t0));
+            if every(faults.slow_inference_every, frame.id) {
+                std::thread::sleep(Duration::from_millis(faults.slow_inference_ms));
+            }
+            if every(faults.inference_error_every, frame.id) {
+                return Err((
+                    Reason::InferenceError,
+                    "injected fault (faults.inference_error_every)".into(),
+                ));
+            }
+            let inspection = detector
+                .infer(&tensor, false)
+                .map_err(|e| (Reason::InferenceError, format!("{e:#}")))?;
+            latency.inference_ms = Some(clock::ns_to_ms(clock::now_ns() - t1));
+            Ok(inspection.score)
+        })();
+        if judge
+            .send(ToJudge::Outcome(Outcome {
+                id: frame.id,
+                result,
+                latency,
+            }))
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
+/// Decides every part in capture order; returns how many outcomes came too late.
+fn judge_loop(
+    inbox: Receiver<ToJudge>,
+    threshold: Threshold,
+    deadline_ns: u64,
+    delay_ns: u64,
+    pulse_ns: u64,
+    windows: Sender<Window>,
+    records: Sender<PartRecord>,
+) -> u64 {
+    let mut pending: VecDeque<Captured> = VecDeque::new();
+    let mut arrived: HashMap<u64, Outcome> = HashMap::new();
+    let mut late = 0u64;
+    let mut open = true;
+    loop {
+        // Decide everything at the front that can be decided now.
+        while let Some(front) = pending.front() {
+            let due = front.capture_ns + deadline_ns;
+            let outcome = match arrived.remove(&front.id) {
+                Some(o) => o,
+                None if clock::now_ns() >= due => Outcome {
+                    id: front.id,
+                    result: Err((
+                        Reason::DeadlineMissed,
+                        format!("no verdict within {} ms of capture", deadline_ns / 1_000_000),
+                    )),
+                    latency: StageLatency::default(),
+                },
+                None => break,
+            };
+            let part = pending.pop_front().expect("front exists");
+            let record = decide(part, outcome, threshold, delay_ns, pulse_ns);
+            if let Some([start_ns, end_ns]) = record.eject_ns {
+                let _ = windows.send(Window { start_ns, end_ns });
+            }
+            let _ = records.send(record);
+        }
+        if !open && pending.is_empty() {
+            return late;
+        }
+        let wait = pending
+            .front()
+            .map(|f| Duration::from_nanos((f.capture_ns + deadline_ns).saturating_sub(clock::now_ns())));
+        if !open {
+            // Nothing more will arrive: wait out the front part's deadline.
+            std::thread::sleep(wait.unwrap_or_default());
+            continue;
+        }
+        let msg = match wait {
+            Some(w) => inbox.recv_timeout(w),
+            None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match msg {
+            Ok(ToJudge::Captured(c)) => pending.push_back(c),
+            Ok(ToJudge::Outcome(o)) => {
+                if pending.iter().any(|p| p.id == o.id) {
+                    arrived.insert(o.id, o);
+                } else {
+                    late += 1;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => open = false,
+        }
+    }
+}
+
+fn decide(part: Captured, outcome: Outcome, threshold: Threshold, delay_ns: u64, pulse_ns: u64) -> PartRecord {
+    let now = clock::now_ns();
+    let (score, reason, detail) = match outcome.result {
+        Ok(score) => (Some(score), threshold.judge(score), None),
+        Err((reason, detail)) => (None, reason, Some(detail)),
+    };
+    let verdict = reason.verdict();
+    let eject_ns = (verdict == crate::verdict::Verdict::Reject).then(|| {
+        let start = part.capture_ns + delay_ns;
+        [start, start + pulse_ns]
+    });
+    let (truth, defect_kind) = match part.truth {
+        None => (None, None),
+        Some(Truth::Good) => (Some("good"), None),
+        Some(Truth::Defect(kind)) => (Some("defect"), kind),
+    };
+    PartRecord {
+        id: part.id,
+        capture_ns: part.capture_ns,
+        unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        origin: part.origin,
+        score,
+        threshold: threshold.0,
+        verdict,
+        reason,
+        detail,
+        eject_ns,
+        latency: StageLatency {
+            total_ms: clock::ns_to_ms(now.saturating_sub(part.capture_ns)),
+            ..outcome.latency
+        },
+        truth,
+        defect_kind,
+    }
+}
+
+fn record_loop(
+    mut results: ResultsLog,
+    records: Receiver<PartRecord>,
+    started_ns: u64,
+    progress_s: f64,
+) -> (RunStats, u64) {
+    let mut stats = RunStats::new(started_ns);
+    let mut errors = 0u64;
+    let tty = std::io::stderr().is_terminal();
+    let every_ns = (progress_s * 1e9) as u64;
+    let (mut last_ns, mut last_parts) = (clock::now_ns(), 0u64);
+    for record in records {
+        if let Err(e) = results.append(&record) {
+            errors += 1;
+            if errors == 1 || errors.is_power_of_two() {
+                eprintln!(
+                    "linesight: ERROR part {} verdict {:?} not recorded: {e:#} ({errors} so far)",
+                    record.id, record.verdict
+                );
+            }
+        }
+        stats.add(&record);
+        let now = clock::now_ns();
+        if every_ns > 0 && now - last_ns >= every_ns {
+            let rate = (stats.parts - last_parts) as f64 / ((now - last_ns) as f64 / 1e9);
+            let line = stats.progress_line(rate);
+            if tty {
+                eprint!("\r{line}\x1b[K");
+            } else {
+                eprintln!("{line}");
+            }
+            (last_ns, last_parts) = (now, stats.parts);
+        }
+    }
+    if tty && every_ns > 0 {
+        eprintln!();
+    }
+    if let Err(e) = results.sync() {
+        errors += 1;
+        eprintln!("linesight: ERROR {e:#}");
+    }
+    (stats, errors)
+}

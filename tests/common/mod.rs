@@ -1,0 +1,97 @@
+//! Shared by the end-to-end tests: run the real binary on the sim board's config,
+//! with its output paths moved into a temporary folder.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub struct SimRun {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl SimRun {
+    /// board/sim/linesight.toml with model, results and edge log made absolute, then `edit`ed.
+    pub fn new(edit: impl FnOnce(&mut toml::Table)) -> SimRun {
+        let dir = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(repo().join("board/sim/linesight.toml")).unwrap();
+        let mut t: toml::Table = toml::from_str(&text).unwrap();
+        set(
+            &mut t,
+            "model.dir",
+            repo().join("models/sim-flange").display().to_string().into(),
+        );
+        set(
+            &mut t,
+            "reject.output.edge_log",
+            dir.path().join("edges.jsonl").display().to_string().into(),
+        );
+        set(
+            &mut t,
+            "record.results",
+            dir.path().join("results.jsonl").display().to_string().into(),
+        );
+        set(&mut t, "record.progress_s", 0.0.into());
+        edit(&mut t);
+        let config = dir.path().join("linesight.toml");
+        std::fs::write(&config, toml::to_string(&t).unwrap()).unwrap();
+        SimRun { dir, config }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_linesight"));
+        c.arg("run").arg("--config").arg(&self.config).args(args);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "linesight run failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn results(&self) -> Vec<Value> {
+        read_jsonl(&self.dir.path().join("results.jsonl"))
+    }
+
+    pub fn edges(&self) -> Vec<(u64, bool)> {
+        read_jsonl(&self.dir.path().join("edges.jsonl"))
+            .iter()
+            .map(|e| (e["t_ns"].as_u64().unwrap(), e["level"].as_bool().unwrap()))
+            .collect()
+    }
+}
+
+/// Sets a dotted key, creating tables on the way.
+pub fn set(t: &mut toml::Table, key: &str, v: toml::Value) {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().unwrap();
+    let mut cur = t;
+    for p in parts {
+        cur = cur
+            .entry(p)
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .unwrap();
+    }
+    cur.insert(last.to_string(), v);
+}
+
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
