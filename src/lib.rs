@@ -9,6 +9,7 @@ pub mod camera;
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod eval;
 pub mod model;
 pub mod pipeline;
 pub mod preprocess;

@@ -1,7 +1,7 @@
 //! linesight: line-side visual inspection. CLI only: parse, load config, hand over,
 //! print the error chain.
 
-use linesight::{camera, check, config, model, pipeline};
+use linesight::{camera, check, config, eval, model, pipeline};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -39,6 +39,30 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Evaluate a model on labelled images: AUROC, operating points, per-kind table, plots.
+    Eval {
+        /// Model folder (model.onnx + model.toml).
+        #[arg(long)]
+        model: PathBuf,
+        /// Good images: a folder, or a .txt list of paths relative to the list's parent folder.
+        #[arg(long)]
+        good: PathBuf,
+        /// Defective images: a folder (kind = sub-folder or file-name prefix) or a .txt list.
+        #[arg(long)]
+        defect: PathBuf,
+        /// Defect masks (<image stem>.png); default: a masks/ folder beside the defect folder.
+        #[arg(long)]
+        masks: Option<PathBuf>,
+        /// Folder for report.md, report.json, roc.svg, scores.svg and worst.png.
+        #[arg(long)]
+        out: PathBuf,
+        /// Threshold to report at (default: the manifest's).
+        #[arg(long)]
+        threshold: Option<f32>,
+        /// ONNX Runtime library (default: as for `run`).
+        #[arg(long)]
+        onnxruntime_library: Option<PathBuf>,
     },
     /// Write a labelled synthetic data set (good/, defect/, masks/) for training and evaluation.
     Synth {
@@ -137,6 +161,33 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => Ok(check::check(&config)),
+        Command::Eval {
+            model,
+            good,
+            defect,
+            masks,
+            out,
+            threshold,
+            onnxruntime_library,
+        } => {
+            let mut detector = eval::open_model(&model, onnxruntime_library.as_deref())?;
+            let mut samples = eval::load_set(&good, false, None).context("--good")?;
+            samples.extend(eval::load_set(&defect, true, masks.as_deref()).context("--defect")?);
+            let threshold = threshold.unwrap_or(detector.manifest.calibration.threshold);
+            let name = detector.manifest.name.clone();
+            let scored = eval::score_all(&mut detector, samples, true, true)?;
+            let report = eval::write_report(&scored, &name, &model, threshold, &out)?;
+            print!(
+                "{}",
+                std::fs::read_to_string(out.join("report.md"))?
+                    .split("\n## Plots")
+                    .next()
+                    .unwrap_or_default()
+            );
+            println!("\nreport written to {}", out.display());
+            let _ = report;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Synth {
             out,
             count,

@@ -25,7 +25,7 @@ fn every_file_gets_a_verdict_and_a_broken_one_is_rejected() {
     colour.save(data.join("good/b.jpg")).unwrap();
     let small = image::imageops::resize(&parts.part(2).image, 97, 61, image::imageops::FilterType::Triangle);
     small.save(data.join("good/c.bmp")).unwrap();
-    std::fs::write(data.join("defect/scratch_torn.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    std::fs::write(data.join("defect/scratch_0007.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
 
     let config = sim.config.clone();
     let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
@@ -51,10 +51,10 @@ fn every_file_gets_a_verdict_and_a_broken_one_is_rejected() {
         assert_eq!(r["truth"], "good");
         assert!(r["score"].is_number(), "{name} was inspected: {r}");
     }
-    let torn = by_origin("defect/scratch_torn.png");
+    let torn = by_origin("defect/scratch_0007.png");
     assert_eq!(torn["verdict"], "reject");
     assert_eq!(torn["reason"], "broken_frame");
     assert_eq!(torn["truth"], "defect");
     assert_eq!(torn["defect_kind"], "scratch");
-    assert!(torn["detail"].as_str().unwrap().contains("scratch_torn.png"));
+    assert!(torn["detail"].as_str().unwrap().contains("scratch_0007.png"));
 }

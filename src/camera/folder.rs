@@ -73,13 +73,22 @@ pub fn truth_of(root: &Path, file: &Path) -> Option<Truth> {
     let kind = if parts.len() > pos + 2 {
         Some(parts[pos + 1].to_string())
     } else {
-        file.file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(|s| s.split('_').next())
-            .filter(|k| !k.is_empty())
-            .map(str::to_string)
+        file.file_stem().and_then(|s| s.to_str()).and_then(kind_from_name)
     };
     Some(Truth::Defect(kind))
+}
+
+/// The defect kind in a file name: the prefix before `__` (`blowhole__exp1_num_4`),
+/// else the name less a trailing `_<number>` (`missing_hole_000123`).
+pub fn kind_from_name(stem: &str) -> Option<String> {
+    let kind = match stem.split_once("__") {
+        Some((k, _)) => k,
+        None => match stem.rsplit_once('_') {
+            Some((k, n)) if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) => k,
+            _ => return None,
+        },
+    };
+    (!kind.is_empty()).then(|| kind.to_string())
 }
 
 impl super::Source for FolderSource {
@@ -137,6 +146,18 @@ mod tests {
         assert_eq!(
             truth_of(root, Path::new("/data/defect/blowhole/x_1.jpg")),
             Some(Truth::Defect(Some("blowhole".into())))
+        );
+        assert_eq!(
+            truth_of(root, Path::new("/data/defect/missing_hole_000123.png")),
+            Some(Truth::Defect(Some("missing_hole".into())))
+        );
+        assert_eq!(
+            truth_of(root, Path::new("/data/defect/blowhole__exp1_num_4.jpg")),
+            Some(Truth::Defect(Some("blowhole".into())))
+        );
+        assert_eq!(
+            truth_of(root, Path::new("/data/defect/odd.png")),
+            Some(Truth::Defect(None))
         );
         assert_eq!(truth_of(root, Path::new("/data/a.png")), None);
     }

@@ -7,7 +7,7 @@ mod folder;
 mod synthetic;
 mod synthetic_part;
 
-pub use folder::FolderSource;
+pub use folder::{is_image, kind_from_name, list_images, FolderSource};
 pub use synthetic::SyntheticSource;
 pub use synthetic_part::{save_dataset, DefectKind, PartGenerator, PartSpec, SyntheticPart};
 

@@ -1,6 +1,7 @@
 //! Running statistics of a run: the progress line and the closing summary.
 
 use super::PartRecord;
+use crate::eval::metrics::auroc;
 use crate::verdict::{Reason, Verdict};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
@@ -141,32 +142,6 @@ impl RunStats {
     }
 }
 
-/// Area under the ROC curve: the chance that a random defective part scores above a
-/// random good one (ties count half). None unless both classes are present.
-pub fn auroc(scored: &[(f32, bool)]) -> Option<f64> {
-    let positives = scored.iter().filter(|s| s.1).count();
-    let negatives = scored.len() - positives;
-    if positives == 0 || negatives == 0 {
-        return None;
-    }
-    let mut sorted = scored.to_vec();
-    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
-    // Mann-Whitney U from average ranks over tie groups.
-    let mut rank_sum = 0.0;
-    let mut i = 0;
-    while i < sorted.len() {
-        let j = sorted[i..]
-            .iter()
-            .position(|s| s.0 != sorted[i].0)
-            .map_or(sorted.len(), |k| i + k);
-        let avg_rank = (i + 1 + j) as f64 / 2.0;
-        rank_sum += avg_rank * sorted[i..j].iter().filter(|s| s.1).count() as f64;
-        i = j;
-    }
-    let p = positives as f64;
-    Some((rank_sum - p * (p + 1.0) / 2.0) / (p * negatives as f64))
-}
-
 impl Summary {
     pub fn render(&self) -> String {
         let mut s = String::new();
@@ -194,26 +169,5 @@ impl Summary {
             let _ = writeln!(s, "false rejects {:.4}  ({} good parts)", f, self.good);
         }
         s
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::auroc;
-
-    #[test]
-    fn auroc_ranks_defects_above_good_parts() {
-        assert_eq!(
-            auroc(&[(0.1, false), (0.2, false), (0.8, true), (0.9, true)]),
-            Some(1.0)
-        );
-        assert_eq!(auroc(&[(0.9, false), (0.1, true)]), Some(0.0));
-        assert_eq!(auroc(&[(0.5, false), (0.5, true)]), Some(0.5));
-        // 3 of 4 (defect, good) pairs ordered right.
-        assert_eq!(
-            auroc(&[(0.1, false), (0.3, true), (0.4, false), (0.9, true)]),
-            Some(0.75)
-        );
-        assert_eq!(auroc(&[(0.1, false)]), None);
     }
 }
