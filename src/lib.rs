@@ -14,4 +14,5 @@ pub mod model;
 pub mod pipeline;
 pub mod preprocess;
 pub mod record;
+pub mod score;
 pub mod verdict;

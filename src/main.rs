@@ -1,7 +1,7 @@
 //! linesight: line-side visual inspection. CLI only: parse, load config, hand over,
 //! print the error chain.
 
-use linesight::{camera, check, config, eval, model, pipeline};
+use linesight::{camera, check, config, eval, model, pipeline, score};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -60,6 +60,27 @@ enum Command {
         /// Threshold to report at (default: the manifest's).
         #[arg(long)]
         threshold: Option<f32>,
+        /// ONNX Runtime library (default: as for `run`).
+        #[arg(long)]
+        onnxruntime_library: Option<PathBuf>,
+    },
+    /// Set the model's threshold from good parts (optionally defects) and write it into model.toml.
+    Calibrate {
+        /// Model folder (model.onnx + model.toml); its [calibration] table is rewritten.
+        #[arg(long)]
+        model: PathBuf,
+        /// Good images from the line: a folder or a .txt list.
+        #[arg(long)]
+        good: PathBuf,
+        /// Defective images: with them the F1-optimal threshold is chosen instead.
+        #[arg(long)]
+        defect: Option<PathBuf>,
+        /// Good-only method: quantile of good scores (1 - the false-reject rate you accept).
+        #[arg(long, default_value_t = 0.995)]
+        quantile: f64,
+        /// Good-only method: threshold = q + margin * (q - median).
+        #[arg(long, default_value_t = 0.1)]
+        margin: f64,
         /// ONNX Runtime library (default: as for `run`).
         #[arg(long)]
         onnxruntime_library: Option<PathBuf>,
@@ -186,6 +207,63 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             );
             println!("\nreport written to {}", out.display());
             let _ = report;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Calibrate {
+            model,
+            good,
+            defect,
+            quantile,
+            margin,
+            onnxruntime_library,
+        } => {
+            anyhow::ensure!(
+                (0.5..1.0).contains(&quantile),
+                "--quantile must be from 0.5 to below 1, found {quantile}"
+            );
+            anyhow::ensure!(margin >= 0.0, "--margin must be 0 or more, found {margin}");
+            let mut detector = eval::open_model(&model, onnxruntime_library.as_deref())?;
+            let good_set = eval::load_set(&good, false, None).context("--good")?;
+            let scores = |d: &mut model::Detector, s| -> anyhow::Result<Vec<f32>> {
+                Ok(eval::score_all(d, s, false, true)?.iter().map(|s| s.score).collect())
+            };
+            let good_scores = scores(&mut detector, good_set)?;
+            anyhow::ensure!(
+                good_scores.len() >= 20,
+                "--good: need at least 20 good images, found {}",
+                good_scores.len()
+            );
+            let (method, defect_scores, data) = match &defect {
+                Some(d) => {
+                    let set = eval::load_set(d, true, None).context("--defect")?;
+                    let s = scores(&mut detector, set)?;
+                    (
+                        score::Method::F1Optimal,
+                        s,
+                        format!("good: {}; defect: {}", good.display(), d.display()),
+                    )
+                }
+                None => (
+                    score::Method::GoodQuantile { quantile, margin },
+                    Vec::new(),
+                    format!("good: {}", good.display()),
+                ),
+            };
+            let stats = score::good_stats(&good_scores);
+            let t = score::threshold(&good_scores, &defect_scores, method);
+            let old = detector.manifest.calibration.threshold;
+            model::write_calibration(&model, &stats, t, method, &data)?;
+            println!(
+                "{} good scores: p50 {:.4}, p95 {:.4}, p99 {:.4}, max {:.4}",
+                stats.n, stats.p50, stats.p95, stats.p99, stats.max
+            );
+            let rejected = good_scores.iter().filter(|s| **s as f64 > t).count();
+            println!(
+                "threshold {t:.4} by {} (was {old:.4}); {rejected} of {} good images would be rejected",
+                method.name(),
+                stats.n
+            );
+            println!("written to {}", model.join("model.toml").display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Synth {

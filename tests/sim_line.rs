@@ -49,9 +49,9 @@ fn reject_output_is_high_exactly_across_rejected_parts_windows() {
     // Fast belt, many defects and a pulse longer than the part pitch, so that
     // neighbouring rejects overlap and must merge into one pulse.
     let sim = SimRun::new(|t| {
-        set(t, "camera.parts_per_second", 25.0.into());
+        set(t, "camera.parts_per_second", 15.0.into());
         set(t, "camera.defect_ratio", 0.3.into());
-        set(t, "reject.pulse_ms", 50.into());
+        set(t, "reject.pulse_ms", 80.into());
     });
     sim.run(&["--max-parts", "250"]);
     let results = sim.results();
@@ -59,9 +59,9 @@ fn reject_output_is_high_exactly_across_rejected_parts_windows() {
     let ids: Vec<u64> = results.iter().map(|r| r["id"].as_u64().unwrap()).collect();
     assert_eq!(ids, (0..250).collect::<Vec<_>>(), "verdicts in part order");
 
-    let want = merge(reject_windows(&results, 300, 50));
+    let want = merge(reject_windows(&results, 300, 80));
     let got = pulses(&sim.edges());
-    let singles = reject_windows(&results, 300, 50).len();
+    let singles = reject_windows(&results, 300, 80).len();
     assert!(
         want.len() < singles,
         "the test needs overlapping windows ({singles} rejects, {} merged)",

@@ -163,3 +163,45 @@ impl Manifest {
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Rewrites the `[calibration]` table of `dir/model.toml`, keeping everything else
+/// (comments included) as it was.
+pub fn write_calibration(
+    dir: &Path,
+    stats: &crate::score::GoodStats,
+    threshold: f64,
+    method: crate::score::Method,
+    data: &str,
+) -> anyhow::Result<()> {
+    use toml_edit::{value, DocumentMut, Item, Table};
+    let path = dir.join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut doc: DocumentMut = text
+        .parse()
+        .with_context(|| format!("{} is malformed", path.display()))?;
+    let mut t = Table::new();
+    t.decor_mut().set_prefix("\n# set by `linesight calibrate`\n");
+    t["n"] = value(stats.n as i64);
+    for (k, v) in [
+        ("mean", stats.mean),
+        ("std", stats.std),
+        ("min", stats.min),
+        ("max", stats.max),
+        ("p50", stats.p50),
+        ("p90", stats.p90),
+        ("p95", stats.p95),
+        ("p99", stats.p99),
+        ("p995", stats.p995),
+        ("threshold", threshold),
+    ] {
+        t[k] = value((v * 1e7).round() / 1e7);
+    }
+    t["method"] = value(method.name());
+    if let crate::score::Method::GoodQuantile { quantile, margin } = method {
+        t["quantile"] = value(quantile);
+        t["margin"] = value(margin);
+    }
+    t["data"] = value(data);
+    doc["calibration"] = Item::Table(t);
+    std::fs::write(&path, doc.to_string()).with_context(|| format!("cannot write {}", path.display()))
+}

@@ -5,4 +5,4 @@ pub mod library;
 mod manifest;
 
 pub use detector::{Detector, Inspection};
-pub use manifest::{hex, Calibration, Channels, InputSpec, Manifest, Resize};
+pub use manifest::{hex, write_calibration, Calibration, Channels, InputSpec, Manifest, Resize};

@@ -1,0 +1,120 @@
+//! Calibration: from scores of good parts (and optionally defects) to a threshold.
+//!
+//! Thresholds are set from the user's own good parts, never from test-set statistics.
+
+use crate::eval::metrics;
+use serde::Serialize;
+
+/// Score statistics of good parts.
+#[derive(Debug, Clone, Serialize)]
+pub struct GoodStats {
+    pub n: usize,
+    pub mean: f64,
+    pub std: f64,
+    pub min: f64,
+    pub max: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub p995: f64,
+}
+
+/// How a threshold was chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Method {
+    /// threshold = q + margin · (q − p50), q the `quantile` of good scores. Needs good parts only.
+    GoodQuantile { quantile: f64, margin: f64 },
+    /// The threshold with the best F1 on good and defective parts.
+    F1Optimal,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::GoodQuantile { .. } => "good_quantile",
+            Method::F1Optimal => "f1_optimal",
+        }
+    }
+}
+
+/// Quantile with linear interpolation between order statistics (as numpy's default).
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+pub fn good_stats(scores: &[f32]) -> GoodStats {
+    let mut s: Vec<f64> = scores.iter().map(|v| *v as f64).collect();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    let mean = s.iter().sum::<f64>() / n as f64;
+    let std = (s.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
+    GoodStats {
+        n,
+        mean,
+        std,
+        min: s[0],
+        max: s[n - 1],
+        p50: quantile(&s, 0.5),
+        p90: quantile(&s, 0.9),
+        p95: quantile(&s, 0.95),
+        p99: quantile(&s, 0.99),
+        p995: quantile(&s, 0.995),
+    }
+}
+
+/// The threshold by `method`; `defects` are needed for `F1Optimal` only.
+pub fn threshold(good: &[f32], defects: &[f32], method: Method) -> f64 {
+    match method {
+        Method::GoodQuantile { quantile: q, margin } => {
+            let mut s: Vec<f64> = good.iter().map(|v| *v as f64).collect();
+            s.sort_by(f64::total_cmp);
+            let qv = quantile(&s, q);
+            qv + margin * (qv - quantile(&s, 0.5))
+        }
+        Method::F1Optimal => {
+            let pairs: Vec<(f32, bool)> = good
+                .iter()
+                .map(|s| (*s, false))
+                .chain(defects.iter().map(|s| (*s, true)))
+                .collect();
+            metrics::best_f1(&pairs).threshold as f64
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_like_numpy() {
+        let s = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(quantile(&s, 0.5), 2.5);
+        assert_eq!(quantile(&s, 1.0), 4.0);
+        assert!((quantile(&s, 0.9) - 3.7).abs() < 1e-12);
+    }
+
+    #[test]
+    fn good_quantile_threshold_adds_its_margin() {
+        let good: Vec<f32> = (0..=100).map(|i| i as f32).collect();
+        // q(0.99) = 99, p50 = 50: 99 + 0.1 * 49.
+        let t = threshold(
+            &good,
+            &[],
+            Method::GoodQuantile {
+                quantile: 0.99,
+                margin: 0.1,
+            },
+        );
+        assert!((t - 103.9).abs() < 1e-9);
+    }
+
+    #[test]
+    fn f1_optimal_threshold_separates_clean_classes() {
+        let t = threshold(&[0.1, 0.2, 0.3], &[0.8, 0.9], Method::F1Optimal);
+        assert!(t > 0.3 && t < 0.8, "{t}");
+    }
+}
