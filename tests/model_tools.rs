@@ -105,3 +105,32 @@ fn calibrate_sets_the_threshold_from_good_parts_only() {
     assert_eq!(m["name"].as_str(), Some("sim-flange"));
     assert!(m["provenance"]["training_command"].as_str().is_some());
 }
+
+#[test]
+fn an_unusable_onnx_runtime_library_is_one_line_that_says_what_to_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("libonnxruntime.so.1.31.1");
+    std::fs::write(&fake, b"not a shared library").unwrap();
+    let config = repo().join("board/sim/linesight.toml");
+    for (lib, expect) in [
+        (fake.clone(), "cannot load ONNX Runtime from"),
+        (dir.path().join("missing.so"), "no ONNX Runtime library found"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_linesight"))
+            .args(["check", "--config", config.to_str().unwrap()])
+            .env("ORT_DYLIB_PATH", &lib)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let said = String::from_utf8_lossy(&out.stdout);
+        let line = said
+            .lines()
+            .find(|l| l.starts_with("model: PROBLEM"))
+            .unwrap_or_else(|| panic!("{said}"));
+        assert!(line.contains(expect) && line.contains(lib.to_str().unwrap()), "{line}");
+        assert!(
+            line.contains("set runtime.onnxruntime_library in the config or ORT_DYLIB_PATH"),
+            "{line}"
+        );
+    }
+}
