@@ -197,7 +197,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let threshold = threshold.unwrap_or(detector.manifest.calibration.threshold);
             let name = detector.manifest.name.clone();
             let scored = eval::score_all(&mut detector, samples, true, true)?;
-            let report = eval::write_report(&scored, &name, &model, threshold, &out)?;
+            eval::write_report(&scored, &name, &model, threshold, &out)?;
             print!(
                 "{}",
                 std::fs::read_to_string(out.join("report.md"))?
@@ -206,7 +206,6 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     .unwrap_or_default()
             );
             println!("\nreport written to {}", out.display());
-            let _ = report;
             Ok(ExitCode::SUCCESS)
         }
         Command::Calibrate {

@@ -1,21 +1,17 @@
 //! Image files replayed as a production line.
 
-use super::{Frame, Pixels, Truth};
-use crate::clock;
+use super::{Frame, Pacer, Pixels, Truth};
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 const EXTENSIONS: [&str; 4] = ["png", "jpg", "jpeg", "bmp"];
 
 pub struct FolderSource {
     root: PathBuf,
     files: Vec<PathBuf>,
-    period_ns: u64,
+    pacer: Pacer,
     looped: bool,
     next_index: usize,
-    next_id: u64,
-    next_due_ns: Option<u64>,
 }
 
 impl FolderSource {
@@ -27,11 +23,9 @@ impl FolderSource {
         Ok(FolderSource {
             root: root.to_path_buf(),
             files,
-            period_ns: (1e9 / parts_per_second) as u64,
+            pacer: Pacer::new(parts_per_second),
             looped,
             next_index: 0,
-            next_id: 0,
-            next_due_ns: None,
         })
     }
 }
@@ -105,12 +99,7 @@ impl super::Source for FolderSource {
         let image = image::open(file)
             .map(Pixels::from_dynamic)
             .map_err(|e| format!("cannot decode {}: {e}", file.display()));
-        let due = *self.next_due_ns.get_or_insert_with(clock::now_ns);
-        clock::sleep_until(due, Duration::from_secs(60));
-        let capture_ns = clock::now_ns();
-        self.next_due_ns = Some(due.max(capture_ns.saturating_sub(self.period_ns)) + self.period_ns);
-        let id = self.next_id;
-        self.next_id += 1;
+        let (id, capture_ns) = self.pacer.wait_for_part();
         Ok(Some(Frame {
             id,
             capture_ns,
@@ -126,7 +115,7 @@ impl super::Source for FolderSource {
             self.root.display(),
             self.files.len(),
             if self.looped { ", looped" } else { "" },
-            1e9 / self.period_ns as f64
+            self.pacer.parts_per_second()
         )
     }
 }

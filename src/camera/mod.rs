@@ -89,6 +89,39 @@ pub struct Frame {
     pub origin: Option<String>,
 }
 
+/// Paces a replayed or simulated line: one part every `period_ns`, numbered in order.
+pub struct Pacer {
+    period_ns: u64,
+    next_id: u64,
+    /// When the next part passes the camera; set by the first part.
+    next_due_ns: Option<u64>,
+}
+
+impl Pacer {
+    pub fn new(parts_per_second: f64) -> Pacer {
+        Pacer {
+            period_ns: (1e9 / parts_per_second) as u64,
+            next_id: 0,
+            next_due_ns: None,
+        }
+    }
+
+    /// Waits for the next part's moment; returns its id and capture time. A line that
+    /// fell behind keeps its pitch from now on instead of bunching parts up.
+    pub fn wait_for_part(&mut self) -> (u64, u64) {
+        let due = *self.next_due_ns.get_or_insert_with(crate::clock::now_ns);
+        crate::clock::sleep_until(due, std::time::Duration::from_secs(60));
+        let capture_ns = crate::clock::now_ns();
+        self.next_due_ns = Some(due.max(capture_ns.saturating_sub(self.period_ns)) + self.period_ns);
+        self.next_id += 1;
+        (self.next_id - 1, capture_ns)
+    }
+
+    pub fn parts_per_second(&self) -> f64 {
+        1e9 / self.period_ns as f64
+    }
+}
+
 /// A camera or stand-in. `next_frame` blocks until the next part arrives.
 pub trait Source: Send {
     /// The next part's frame, or `None` when the source has no more parts.

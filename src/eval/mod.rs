@@ -124,6 +124,7 @@ pub fn score_all(
 ) -> anyhow::Result<Vec<Scored>> {
     let mut tensor = Vec::new();
     let n = samples.len();
+    let progress = progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut out = Vec::with_capacity(n);
     for (i, sample) in samples.into_iter().enumerate() {
         let img = image::open(&sample.path).with_context(|| format!("cannot decode {}", sample.path.display()))?;
