@@ -187,3 +187,19 @@ fn results_flag_overrides_the_configured_path() {
     assert_eq!(common::read_jsonl(&other).len(), 3);
     assert!(!sim.dir.path().join("results.jsonl").exists() || sim.results().is_empty());
 }
+
+#[test]
+fn a_results_line_torn_by_a_crash_is_repaired_before_appending() {
+    let sim = SimRun::new(|_| {});
+    let results = sim.dir.path().join("results.jsonl");
+    std::fs::write(&results, "{\"id\":0,\"verdict\":\"pass\"}\n{\"id\":1,\"verd").unwrap();
+    let out = sim.run(&["--max-parts", "3"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("torn line") && stderr.contains("cut 13 bytes"),
+        "{stderr}"
+    );
+    let lines = sim.results();
+    assert_eq!(lines.len(), 4, "the intact old line and three new ones, all valid JSON");
+    assert_eq!(lines[0]["id"], 0);
+}
