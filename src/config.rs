@@ -184,6 +184,23 @@ pub struct RecordConfig {
     /// Seconds between progress lines on the terminal; 0 turns them off.
     #[serde(default = "default_progress_s")]
     pub progress_s: f64,
+    /// Which parts get their image saved with the anomaly map laid over: "none",
+    /// "rejects" (parts rejected on their score) or "all" inspected parts.
+    #[serde(default)]
+    pub save: SaveImages,
+    /// Folder for saved images, `<id>_<reason>.png`.
+    #[serde(default = "default_save_dir")]
+    pub save_dir: PathBuf,
+}
+
+/// `record.save`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaveImages {
+    #[default]
+    None,
+    Rejects,
+    All,
 }
 
 impl Default for RecordConfig {
@@ -191,6 +208,8 @@ impl Default for RecordConfig {
         RecordConfig {
             results: default_results(),
             progress_s: default_progress_s(),
+            save: SaveImages::None,
+            save_dir: default_save_dir(),
         }
     }
 }
@@ -233,6 +252,9 @@ fn default_pulse_ms() -> u64 {
 }
 fn default_results() -> PathBuf {
     PathBuf::from("results.jsonl")
+}
+fn default_save_dir() -> PathBuf {
+    PathBuf::from("images")
 }
 fn default_progress_s() -> f64 {
     1.0

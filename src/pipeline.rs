@@ -12,10 +12,10 @@
 use crate::actuate::{self, PulseStats, RejectLine, Window};
 use crate::camera::{self, Frame, Source, Truth};
 use crate::clock;
-use crate::config::{Config, FaultsConfig};
+use crate::config::{Config, FaultsConfig, SaveImages};
 use crate::model::{Detector, Manifest};
 use crate::preprocess;
-use crate::record::{PartRecord, ResultsLog, RunStats, StageLatency, Summary};
+use crate::record::{PartRecord, ResultsLog, RunStats, Snapshot, StageLatency, Summary};
 use crate::verdict::{Reason, Threshold};
 use anyhow::Context;
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -96,6 +96,14 @@ struct Outcome {
     id: u64,
     result: Result<f32, (Reason, String)>,
     latency: StageLatency,
+    /// The frame and its anomaly map, when `record.save` wants this part's image.
+    snapshot: Option<Snapshot>,
+}
+
+/// What the recorder gets for each part.
+struct Recorded {
+    record: PartRecord,
+    snapshot: Option<Snapshot>,
 }
 
 enum ToJudge {
@@ -120,7 +128,7 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
     let (judge_tx, judge_rx) = unbounded::<ToJudge>();
     let (frame_tx, frame_rx) = bounded::<Frame>(config.decision.queue_depth);
     let (window_tx, window_rx) = unbounded::<Window>();
-    let (record_tx, record_rx) = unbounded::<PartRecord>();
+    let (record_tx, record_rx) = unbounded::<Recorded>();
 
     eprintln!("linesight: reject output {} armed", reject.describe());
     let started_ns = clock::now_ns();
@@ -131,10 +139,12 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
         clock::ms_to_ns(config.reject.pulse_ms),
     );
     let progress_s = config.record.progress_s;
+    let save = config.record.save;
+    let save_dir = config.resolve(&config.record.save_dir);
 
     let actuator = spawn("actuate", move || actuate::run_scheduler(reject, window_rx))?;
     let recorder = spawn("record", move || {
-        record_loop(results, record_rx, started_ns, progress_s)
+        record_loop(results, record_rx, started_ns, progress_s, (save_dir, threshold))
     })?;
     let judge = {
         let judge_rx = judge_rx.clone();
@@ -154,7 +164,9 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
     let inspect = {
         let judge_tx = judge_tx.clone();
         let faults = faults.clone();
-        spawn("inspect", move || inspect_loop(detector, frame_rx, judge_tx, faults))?
+        spawn("inspect", move || {
+            inspect_loop(detector, frame_rx, judge_tx, faults, (save, threshold))
+        })?
     };
     let source_result = source_loop(source, frame_tx, judge_tx, &faults, max_parts, &stop);
 
@@ -229,10 +241,6 @@ fn source_loop(
         match frames.try_send(frame) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                let latency = StageLatency {
-                    total_ms: 0.0,
-                    ..Default::default()
-                };
                 let reason = (
                     Reason::Overload,
                     "inspection queue full: the line is faster than inference".into(),
@@ -240,7 +248,8 @@ fn source_loop(
                 let _ = judge.send(ToJudge::Outcome(Outcome {
                     id,
                     result: Err(reason),
-                    latency,
+                    latency: StageLatency::default(),
+                    snapshot: None,
                 }));
             }
             Err(TrySendError::Disconnected(_)) => anyhow::bail!("the inspection stage stopped unexpectedly"),
@@ -254,8 +263,15 @@ fn every(n: u64, id: u64) -> bool {
     n > 0 && (id + 1) % n == 0
 }
 
-fn inspect_loop(mut detector: Detector, frames: Receiver<Frame>, judge: Sender<ToJudge>, faults: FaultsConfig) {
+fn inspect_loop(
+    mut detector: Detector,
+    frames: Receiver<Frame>,
+    judge: Sender<ToJudge>,
+    faults: FaultsConfig,
+    (save, threshold): (SaveImages, Threshold),
+) {
     let mut tensor = Vec::new();
+    let want_map = save != SaveImages::None && detector.manifest.outputs.anomaly_map.is_some();
     for frame in frames {
         let t0 = clock::now_ns();
         let mut latency = StageLatency {
@@ -278,16 +294,29 @@ fn inspect_loop(mut detector: Detector, frames: Receiver<Frame>, judge: Sender<T
                 ));
             }
             let inspection = detector
-                .infer(&tensor, false)
+                .infer(&tensor, want_map)
                 .map_err(|e| (Reason::InferenceError, format!("{e:#}")))?;
             latency.inference_ms = Some(clock::ns_to_ms(clock::now_ns() - t1));
-            Ok(inspection.score)
+            Ok(inspection)
         })();
+        let (result, snapshot) = match result {
+            Ok(inspection) => {
+                let keep = save == SaveImages::All
+                    || (save == SaveImages::Rejects && threshold.judge(inspection.score) != Reason::BelowThreshold);
+                let snapshot = match (keep, inspection.anomaly_map, frame.image) {
+                    (true, Some(map), Ok(pixels)) => Some(Snapshot { pixels, map }),
+                    _ => None,
+                };
+                (Ok(inspection.score), snapshot)
+            }
+            Err(e) => (Err(e), None),
+        };
         if judge
             .send(ToJudge::Outcome(Outcome {
                 id: frame.id,
                 result,
                 latency,
+                snapshot,
             }))
             .is_err()
         {
@@ -304,7 +333,7 @@ fn judge_loop(
     delay_ns: u64,
     pulse_ns: u64,
     windows: Sender<Window>,
-    records: Sender<PartRecord>,
+    records: Sender<Recorded>,
 ) -> u64 {
     let mut pending: VecDeque<Captured> = VecDeque::new();
     let mut arrived: HashMap<u64, Outcome> = HashMap::new();
@@ -314,7 +343,7 @@ fn judge_loop(
         // Decide everything at the front that can be decided now.
         while let Some(front) = pending.front() {
             let due = front.capture_ns + deadline_ns;
-            let outcome = match arrived.remove(&front.id) {
+            let mut outcome = match arrived.remove(&front.id) {
                 Some(o) => o,
                 None if clock::now_ns() >= due => Outcome {
                     id: front.id,
@@ -323,15 +352,17 @@ fn judge_loop(
                         format!("no verdict within {} ms of capture", deadline_ns / 1_000_000),
                     )),
                     latency: StageLatency::default(),
+                    snapshot: None,
                 },
                 None => break,
             };
             let part = pending.pop_front().expect("front exists");
+            let snapshot = outcome.snapshot.take();
             let record = decide(part, outcome, threshold, delay_ns, pulse_ns);
             if let Some([start_ns, end_ns]) = record.eject_ns {
                 let _ = windows.send(Window { start_ns, end_ns });
             }
-            let _ = records.send(record);
+            let _ = records.send(Recorded { record, snapshot });
         }
         if !open && pending.is_empty() {
             return late;
@@ -404,16 +435,23 @@ fn decide(part: Captured, outcome: Outcome, threshold: Threshold, delay_ns: u64,
 
 fn record_loop(
     mut results: ResultsLog,
-    records: Receiver<PartRecord>,
+    records: Receiver<Recorded>,
     started_ns: u64,
     progress_s: f64,
+    (save_dir, threshold): (std::path::PathBuf, Threshold),
 ) -> (RunStats, u64) {
     let mut stats = RunStats::new(started_ns);
     let mut errors = 0u64;
     let tty = std::io::stderr().is_terminal();
     let every_ns = (progress_s * 1e9) as u64;
     let (mut last_ns, mut last_parts) = (clock::now_ns(), 0u64);
-    for record in records {
+    for Recorded { record, snapshot } in records {
+        if let Some(snap) = snapshot {
+            // Images are a help, not the record: a failure is reported, the verdict stands.
+            if let Err(e) = snap.save(&save_dir, record.id, record.reason.as_str(), threshold.0) {
+                eprintln!("linesight: WARN part {}: image not saved: {e:#}", record.id);
+            }
+        }
         if let Err(e) = results.append(&record) {
             errors += 1;
             if errors == 1 || errors.is_power_of_two() {

@@ -203,3 +203,38 @@ fn a_results_line_torn_by_a_crash_is_repaired_before_appending() {
     assert_eq!(lines.len(), 4, "the intact old line and three new ones, all valid JSON");
     assert_eq!(lines[0]["id"], 0);
 }
+
+#[test]
+fn rejected_parts_are_saved_with_their_anomaly_map() {
+    let sim = SimRun::new(|t| {
+        set(t, "camera.defect_ratio", 0.5.into());
+        set(t, "record.save", "rejects".into());
+        // Relative to the config file, which lives in the temporary folder.
+        set(t, "record.save_dir", "saved".into());
+    });
+    sim.run(&["--max-parts", "20"]);
+    let saved = sim.dir.path().join("saved");
+    let results = sim.results();
+    assert!(
+        results.iter().any(|r| r["reason"] == "above_threshold"),
+        "the run needs rejects"
+    );
+    for r in results {
+        let id = r["id"].as_u64().unwrap();
+        let png = saved.join(format!("{id:08}_{}.png", r["reason"].as_str().unwrap()));
+        if r["reason"] == "above_threshold" {
+            let img = image::open(&png)
+                .unwrap_or_else(|e| panic!("{}: {e}", png.display()))
+                .to_rgb8();
+            assert_eq!(img.dimensions(), (256, 256), "the frame at camera resolution");
+            // The anomaly map shows in red somewhere on a rejected part.
+            assert!(
+                img.pixels().any(|p| p[0] as i32 - p[1] as i32 > 80),
+                "{} has no red",
+                png.display()
+            );
+        } else {
+            assert!(!png.exists(), "{} saved though the part passed", png.display());
+        }
+    }
+}

@@ -4,7 +4,7 @@
 use super::metrics::{self, Point};
 use super::Scored;
 use anyhow::Context;
-use image::{imageops, GrayImage, Rgb, RgbImage};
+use image::{imageops, Rgb, RgbImage};
 use plotters::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -197,7 +197,7 @@ fn markdown(r: &Report) -> String {
     let _ = writeln!(
         s,
         "## Worst cases\n\n`worst.png`: top row the {} defective images scored lowest (misses first), \
-         bottom row the {} good images scored highest; red is the anomaly map, scaled so that the threshold is full red.\n",
+         bottom row the {} good images scored highest; red is the anomaly map, from none at half the threshold to full red at the threshold.\n",
         r.worst_misses.len(),
         r.worst_false_rejects.len()
     );
@@ -316,7 +316,7 @@ fn worst_grid(misses: &[&Scored], false_rejects: &[&Scored], threshold: f32, pat
     for (row, set) in [misses, false_rejects].iter().enumerate() {
         for (col, s) in set.iter().enumerate() {
             let img = image::open(&s.sample.path)?.to_luma8();
-            let tile = overlay(
+            let tile = crate::record::overlay(
                 &imageops::resize(&img, TILE, TILE, imageops::FilterType::Triangle),
                 s.map.as_deref(),
                 threshold,
@@ -331,26 +331,4 @@ fn worst_grid(misses: &[&Scored], false_rejects: &[&Scored], threshold: f32, pat
     }
     grid.save(path)
         .with_context(|| format!("cannot write {}", path.display()))
-}
-
-fn overlay(img: &GrayImage, map: Option<&[f32]>, threshold: f32) -> RgbImage {
-    let (w, h) = img.dimensions();
-    let heat = map.map(|m| {
-        let side = (m.len() as f64).sqrt() as u32;
-        let m8: Vec<u8> = m
-            .iter()
-            .map(|v| ((v / threshold.max(f32::EPSILON)).clamp(0.0, 1.0) * 255.0) as u8)
-            .collect();
-        let small = GrayImage::from_raw(side, side, m8).expect("square map");
-        imageops::resize(&small, w, h, imageops::FilterType::Triangle)
-    });
-    RgbImage::from_fn(w, h, |x, y| {
-        let g = img.get_pixel(x, y)[0] as f32;
-        let a = heat.as_ref().map_or(0.0, |h| h.get_pixel(x, y)[0] as f32 / 255.0) * 0.6;
-        Rgb([
-            (g * (1.0 - a) + 255.0 * a) as u8,
-            (g * (1.0 - a)) as u8,
-            (g * (1.0 - a)) as u8,
-        ])
-    })
 }

@@ -1,7 +1,9 @@
 //! Where verdicts go: the results log and the run's statistics.
 
+mod overlay;
 mod results;
 mod stats;
 
+pub use overlay::{overlay, Snapshot};
 pub use results::{PartRecord, ResultsLog, StageLatency};
 pub use stats::{RunStats, Summary};

@@ -1,0 +1,56 @@
+//! A part's image with its anomaly map laid over in red, for people to see why.
+
+use image::{imageops, GrayImage, Rgb, RgbImage};
+
+/// Red where the map is high: none up to half the threshold, full red at the threshold,
+/// so that the everyday texture of good parts stays grey.
+pub fn overlay(img: &GrayImage, map: Option<&[f32]>, threshold: f32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let heat = map.map(|m| {
+        let side = (m.len() as f64).sqrt() as u32;
+        let m8: Vec<u8> = m
+            .iter()
+            .map(|v| ((2.0 * v / threshold.max(f32::EPSILON) - 1.0).clamp(0.0, 1.0) * 255.0) as u8)
+            .collect();
+        let small = GrayImage::from_raw(side, side, m8).expect("square map");
+        imageops::resize(&small, w, h, imageops::FilterType::Triangle)
+    });
+    RgbImage::from_fn(w, h, |x, y| {
+        let g = img.get_pixel(x, y)[0] as f32;
+        let a = heat.as_ref().map_or(0.0, |h| h.get_pixel(x, y)[0] as f32 / 255.0) * 0.6;
+        Rgb([
+            (g * (1.0 - a) + 255.0 * a) as u8,
+            (g * (1.0 - a)) as u8,
+            (g * (1.0 - a)) as u8,
+        ])
+    })
+}
+
+/// A part's frame and anomaly map, kept for saving when `record.save` asks for it.
+pub struct Snapshot {
+    pub pixels: crate::camera::Pixels,
+    /// Row-major, square, at model resolution.
+    pub map: Vec<f32>,
+}
+
+impl Snapshot {
+    /// Writes `<dir>/<id>_<reason>.png`: the frame in grey with the map in red.
+    pub fn save(&self, dir: &std::path::Path, id: u64, reason: &str, threshold: f32) -> anyhow::Result<()> {
+        use anyhow::Context;
+        let p = &self.pixels;
+        let gray = match p.format {
+            crate::camera::PixelFormat::Gray8 => p.data.clone(),
+            crate::camera::PixelFormat::Rgb8 => p
+                .data
+                .chunks_exact(3)
+                .map(|c| ((c[0] as u32 * 299 + c[1] as u32 * 587 + c[2] as u32 * 114) / 1000) as u8)
+                .collect(),
+        };
+        let img = GrayImage::from_raw(p.width, p.height, gray).context("frame buffer does not match its size")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("record.save_dir: cannot create {}", dir.display()))?;
+        let path = dir.join(format!("{id:08}_{reason}.png"));
+        overlay(&img, Some(&self.map), threshold)
+            .save(&path)
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+}
