@@ -7,6 +7,7 @@
 use crate::camera::{PixelFormat, Pixels};
 use crate::model::{Channels, InputSpec};
 use image::{imageops, ImageBuffer, Luma, Rgb};
+use std::borrow::Cow;
 
 /// Why a frame could not become a tensor.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -46,26 +47,24 @@ pub fn to_tensor(pixels: &Pixels, spec: &InputSpec, out: &mut Vec<f32>) -> Resul
     let scale = (hi - lo) / 255.0;
     match spec.channels {
         Channels::Gray => {
-            let gray = match pixels.format {
-                PixelFormat::Gray8 => pixels.data.clone(),
+            let gray: Cow<[u8]> = match pixels.format {
+                PixelFormat::Gray8 => Cow::Borrowed(&pixels.data),
                 PixelFormat::Rgb8 => pixels.data.chunks_exact(3).map(|p| luma(p[0], p[1], p[2])).collect(),
             };
-            let img: ImageBuffer<Luma<u8>, _> = ImageBuffer::from_raw(w, h, gray).expect("size checked above");
-            let img = resized(img, tw, th);
+            let img = resized::<Luma<u8>>(&gray, (w, h), (tw, th));
             let (m, s) = (spec.mean[0], spec.std[0]);
-            for (o, p) in out.iter_mut().zip(img.as_raw()) {
+            for (o, p) in out.iter_mut().zip(img.iter()) {
                 *o = (lo + *p as f32 * scale - m) / s;
             }
         }
         Channels::Rgb => {
-            let rgb = match pixels.format {
-                PixelFormat::Rgb8 => pixels.data.clone(),
+            let rgb: Cow<[u8]> = match pixels.format {
+                PixelFormat::Rgb8 => Cow::Borrowed(&pixels.data),
                 PixelFormat::Gray8 => pixels.data.iter().flat_map(|g| [*g; 3]).collect(),
             };
-            let img: ImageBuffer<Rgb<u8>, _> = ImageBuffer::from_raw(w, h, rgb).expect("size checked above");
-            let img = resized(img, tw, th);
+            let img = resized::<Rgb<u8>>(&rgb, (w, h), (tw, th));
             // Interleaved HWC → planar CHW.
-            for (i, p) in img.as_raw().chunks_exact(3).enumerate() {
+            for (i, p) in img.chunks_exact(3).enumerate() {
                 for c in 0..3 {
                     out[c * plane + i] = (lo + p[c] as f32 * scale - spec.mean[c]) / spec.std[c];
                 }
@@ -76,21 +75,22 @@ pub fn to_tensor(pixels: &Pixels, spec: &InputSpec, out: &mut Vec<f32>) -> Resul
 }
 
 /// ITU-R 601 luma with PIL's fixed-point rounding (PIL's "L" conversion).
-fn luma(r: u8, g: u8, b: u8) -> u8 {
+pub fn luma(r: u8, g: u8, b: u8) -> u8 {
     ((r as u32 * 19595 + g as u32 * 38470 + b as u32 * 7471 + 0x8000) >> 16) as u8
 }
 
+/// The samples at w×h: the frame's own buffer when it already has that size (no copy).
 fn resized<P: image::Pixel<Subpixel = u8> + 'static>(
-    img: ImageBuffer<P, Vec<u8>>,
-    w: u32,
-    h: u32,
-) -> ImageBuffer<P, Vec<u8>> {
-    if img.dimensions() == (w, h) {
-        img
-    } else {
-        // Triangle = bilinear, widened when shrinking (like PIL's antialiased BILINEAR).
-        imageops::resize(&img, w, h, imageops::FilterType::Triangle)
+    data: &[u8],
+    from: (u32, u32),
+    (w, h): (u32, u32),
+) -> Cow<'_, [u8]> {
+    if from == (w, h) {
+        return Cow::Borrowed(data);
     }
+    let view: ImageBuffer<P, &[u8]> = ImageBuffer::from_raw(from.0, from.1, data).expect("size checked above");
+    // Triangle = bilinear, widened when shrinking (like PIL's antialiased BILINEAR).
+    Cow::Owned(imageops::resize(&view, w, h, imageops::FilterType::Triangle).into_raw())
 }
 
 #[cfg(test)]

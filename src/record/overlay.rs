@@ -43,7 +43,7 @@ impl Snapshot {
             crate::camera::PixelFormat::Rgb8 => p
                 .data
                 .chunks_exact(3)
-                .map(|c| ((c[0] as u32 * 299 + c[1] as u32 * 587 + c[2] as u32 * 114) / 1000) as u8)
+                .map(|c| crate::preprocess::luma(c[0], c[1], c[2]))
                 .collect(),
         };
         let img = GrayImage::from_raw(p.width, p.height, gray).context("frame buffer does not match its size")?;
