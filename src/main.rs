@@ -221,42 +221,17 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 "--quantile must be from 0.5 to below 1, found {quantile}"
             );
             anyhow::ensure!(margin >= 0.0, "--margin must be 0 or more, found {margin}");
-            let mut detector = eval::open_model(&model, onnxruntime_library.as_deref())?;
-            let good_set = eval::load_set(&good, false, None).context("--good")?;
-            let scores = |d: &mut model::Detector, s| -> anyhow::Result<Vec<f32>> {
-                Ok(eval::score_all(d, s, false, true)?.iter().map(|s| s.score).collect())
+            let method = match defect {
+                Some(_) => score::Method::F1Optimal,
+                None => score::Method::GoodQuantile { quantile, margin },
             };
-            let good_scores = scores(&mut detector, good_set)?;
-            anyhow::ensure!(
-                good_scores.len() >= 20,
-                "--good: need at least 20 good images, found {}",
-                good_scores.len()
-            );
-            let (method, defect_scores, data) = match &defect {
-                Some(d) => {
-                    let set = eval::load_set(d, true, None).context("--defect")?;
-                    let s = scores(&mut detector, set)?;
-                    (
-                        score::Method::F1Optimal,
-                        s,
-                        format!("good: {}; defect: {}", good.display(), d.display()),
-                    )
-                }
-                None => (
-                    score::Method::GoodQuantile { quantile, margin },
-                    Vec::new(),
-                    format!("good: {}", good.display()),
-                ),
-            };
-            let stats = score::good_stats(&good_scores);
-            let t = score::threshold(&good_scores, &defect_scores, method);
-            let old = detector.manifest.calibration.threshold;
-            model::write_calibration(&model, &stats, t, method, &data)?;
+            let c = score::calibrate(&model, &good, defect.as_deref(), method, onnxruntime_library.as_deref())?;
+            let (stats, t) = (&c.stats, c.threshold);
             println!(
                 "{} good scores: p50 {:.4}, p95 {:.4}, p99 {:.4}, max {:.4}",
                 stats.n, stats.p50, stats.p95, stats.p99, stats.max
             );
-            let rejected = good_scores.iter().filter(|s| **s as f64 > t).count();
+            let (rejected, old) = (c.good_rejected, c.previous_threshold);
             println!(
                 "threshold {t:.4} by {} (was {old:.4}); {rejected} of {} good images would be rejected",
                 method.name(),

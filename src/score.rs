@@ -2,8 +2,10 @@
 //!
 //! Thresholds are set from the user's own good parts, never from test-set statistics.
 
-use crate::eval::metrics;
+use crate::eval::{self, metrics};
+use anyhow::Context;
 use serde::Serialize;
+use std::path::Path;
 
 /// Score statistics of good parts.
 #[derive(Debug, Clone, Serialize)]
@@ -83,6 +85,58 @@ pub fn threshold(good: &[f32], defects: &[f32], method: Method) -> f64 {
             metrics::best_f1(&pairs).threshold as f64
         }
     }
+}
+
+/// What `calibrate` did.
+pub struct Calibrated {
+    pub stats: GoodStats,
+    pub threshold: f64,
+    pub previous_threshold: f32,
+    /// Good images scored above the new threshold.
+    pub good_rejected: usize,
+}
+
+/// Scores the images, sets the threshold by `method` and writes it into the model's
+/// manifest. `defect` is needed by `Method::F1Optimal` only.
+pub fn calibrate(
+    model: &Path,
+    good: &Path,
+    defect: Option<&Path>,
+    method: Method,
+    library: Option<&Path>,
+) -> anyhow::Result<Calibrated> {
+    let mut detector = eval::open_model(model, library)?;
+    let mut scores = |set| -> anyhow::Result<Vec<f32>> {
+        Ok(eval::score_all(&mut detector, set, false, true)?
+            .iter()
+            .map(|s| s.score)
+            .collect())
+    };
+    let good_scores = scores(eval::load_set(good, false, None).context("--good")?)?;
+    anyhow::ensure!(
+        good_scores.len() >= 20,
+        "--good: need at least 20 good images, found {}",
+        good_scores.len()
+    );
+    let (defect_scores, data) = match (method, defect) {
+        (Method::F1Optimal, Some(d)) => (
+            scores(eval::load_set(d, true, None).context("--defect")?)?,
+            format!("good: {}; defect: {}", good.display(), d.display()),
+        ),
+        (Method::F1Optimal, None) => anyhow::bail!("the F1-optimal threshold needs defective images (--defect)"),
+        (Method::GoodQuantile { .. }, _) => (Vec::new(), format!("good: {}", good.display())),
+    };
+    let stats = good_stats(&good_scores);
+    let t = threshold(&good_scores, &defect_scores, method);
+    let previous_threshold = detector.manifest.calibration.threshold;
+    crate::model::write_calibration(model, &stats, t, method, &data)?;
+    let good_rejected = good_scores.iter().filter(|s| **s as f64 > t).count();
+    Ok(Calibrated {
+        stats,
+        threshold: t,
+        previous_threshold,
+        good_rejected,
+    })
 }
 
 #[cfg(test)]

@@ -46,10 +46,6 @@ impl PulsePlan {
     fn pop(&mut self) {
         self.windows.pop_front();
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.windows.is_empty()
-    }
 }
 
 /// What the scheduler did, for the summary.
