@@ -15,4 +15,5 @@ pub mod pipeline;
 pub mod preprocess;
 pub mod record;
 pub mod score;
+pub mod service;
 pub mod verdict;

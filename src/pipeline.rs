@@ -39,7 +39,9 @@ pub struct Runtime {
 impl Runtime {
     /// Opens everything the config names: model and library, camera, output, results log.
     pub fn open(config: Config, results_override: Option<&Path>) -> anyhow::Result<Runtime> {
-        let detector = open_detector(&config)?;
+        let mut detector = open_detector(&config)?;
+        // Warm before the output is requested: its deasserted level may be the energised one.
+        warm_up(&mut detector)?;
         let threshold = Threshold(
             config
                 .decision
@@ -118,12 +120,11 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
     let Runtime {
         config,
         source,
-        mut detector,
+        detector,
         reject,
         results,
         threshold,
     } = rt;
-    warm_up(&mut detector)?;
 
     let (judge_tx, judge_rx) = unbounded::<ToJudge>();
     let (frame_tx, frame_rx) = bounded::<Frame>(config.decision.queue_depth);
@@ -131,6 +132,7 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
     let (record_tx, record_rx) = unbounded::<Recorded>();
 
     eprintln!("linesight: reject output {} armed", reject.describe());
+    let (model_name, output) = (detector.manifest.name.clone(), reject.describe()); // service
     let started_ns = clock::now_ns();
     let faults = config.faults.clone();
     let deadline_ns = clock::ms_to_ns(config.decision.deadline_ms);
@@ -168,9 +170,11 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
             inspect_loop(detector, frame_rx, judge_tx, faults, (save, threshold))
         })?
     };
+    crate::service::ready(&format!("model {model_name} warm, reject output {output} armed")); // systemd READY=1
     let source_result = source_loop(source, frame_tx, judge_tx, &faults, max_parts, &stop);
 
     // The source is done (or failed): the other stages drain in order.
+    crate::service::stopping(); // systemd STOPPING=1
     inspect.join().expect("inspect thread panicked");
     let late_outcomes = judge.join().expect("judge thread panicked");
     let pulses = actuator.join().expect("actuate thread panicked");
@@ -273,6 +277,7 @@ fn inspect_loop(
     let mut tensor = Vec::new();
     let want_map = save != SaveImages::None && detector.manifest.outputs.anomaly_map.is_some();
     for frame in frames {
+        crate::service::inspecting(true); // service: a frame stuck here withholds the watchdog
         let t0 = clock::now_ns();
         let mut latency = StageLatency {
             queue_ms: Some(clock::ns_to_ms(t0.saturating_sub(frame.capture_ns))),
@@ -311,6 +316,7 @@ fn inspect_loop(
             }
             Err(e) => (Err(e), None),
         };
+        crate::service::inspecting(false); // service
         if judge
             .send(ToJudge::Outcome(Outcome {
                 id: frame.id,
@@ -340,6 +346,8 @@ fn judge_loop(
     let mut late = 0u64;
     let mut open = true;
     loop {
+        // service: the judge's heartbeat feeds the systemd watchdog.
+        crate::service::beat();
         // Decide everything at the front that can be decided now.
         while let Some(front) = pending.front() {
             let due = front.capture_ns + deadline_ns;
@@ -362,6 +370,7 @@ fn judge_loop(
             if let Some([start_ns, end_ns]) = record.eject_ns {
                 let _ = windows.send(Window { start_ns, end_ns });
             }
+            crate::service::decided(record.eject_ns.is_some()); // service
             let _ = records.send(Recorded { record, snapshot });
         }
         if !open && pending.is_empty() {
@@ -372,12 +381,13 @@ fn judge_loop(
             .map(|f| Duration::from_nanos((f.capture_ns + deadline_ns).saturating_sub(clock::now_ns())));
         if !open {
             // Nothing more will arrive: wait out the front part's deadline.
-            std::thread::sleep(wait.unwrap_or_default());
+            std::thread::sleep(wait.unwrap_or_default().min(crate::service::beat_wait())); // service
             continue;
         }
         let msg = match wait {
-            Some(w) => inbox.recv_timeout(w),
-            None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            // service: wake at least every beat_wait(), so that an idle line still beats.
+            Some(w) => inbox.recv_timeout(w.min(crate::service::beat_wait())),
+            None => inbox.recv_timeout(crate::service::beat_wait()),
         };
         match msg {
             Ok(ToJudge::Captured(c)) => pending.push_back(c),
