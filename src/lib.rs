@@ -5,6 +5,7 @@
 //! wires them. config is the file a field engineer edits.
 
 pub mod actuate;
+pub mod bench;
 pub mod camera;
 pub mod check;
 pub mod clock;

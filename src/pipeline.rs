@@ -41,7 +41,7 @@ impl Runtime {
     pub fn open(config: Config, results_override: Option<&Path>) -> anyhow::Result<Runtime> {
         let mut detector = open_detector(&config)?;
         // Warm before the output is requested: its deasserted level may be the energised one.
-        warm_up(&mut detector)?;
+        warm_up(&mut detector, config.runtime.warmup_runs)?;
         let threshold = Threshold(
             config
                 .decision
@@ -67,12 +67,22 @@ impl Runtime {
     }
 }
 
-/// Reads the manifest and opens the session the config asks for.
+/// Reads the manifest and opens the session the config asks for. Every provider given
+/// up on the way is a WARN with its reason: a fallback is never silent.
 pub fn open_detector(config: &Config) -> anyhow::Result<Detector> {
     let dir = config.resolve(&config.model.dir);
     let manifest = Manifest::load(&dir).context("model.dir")?;
     let lib = config.runtime.onnxruntime_library.as_ref().map(|p| config.resolve(p));
-    Detector::open(manifest, &config.runtime, lib.as_deref())
+    let mut runtime = config.runtime.clone();
+    runtime.tensorrt.engine_cache_dir = runtime.tensorrt.engine_cache_dir.map(|p| config.resolve(&p));
+    let detector = Detector::open(manifest, &runtime, lib.as_deref())?;
+    for (kind, reason) in &detector.serving.skipped {
+        eprintln!(
+            "linesight: WARN execution provider \"{}\" not used: {reason}; falling back (runtime.require_accelerator = false)",
+            kind.as_str()
+        );
+    }
+    Ok(detector)
 }
 
 /// How a run ends.
@@ -133,6 +143,7 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
 
     eprintln!("linesight: reject output {} armed", reject.describe());
     let (model_name, output) = (detector.manifest.name.clone(), reject.describe()); // service
+    let provider = detector.serving.detail.clone();
     let started_ns = clock::now_ns();
     let faults = config.faults.clone();
     let deadline_ns = clock::ms_to_ns(config.decision.deadline_ms);
@@ -180,8 +191,10 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
     let pulses = actuator.join().expect("actuate thread panicked");
     let (stats, record_errors) = recorder.join().expect("record thread panicked");
     source_result?;
+    let mut summary = stats.summary();
+    summary.provider = provider;
     Ok(Report {
-        summary: stats.summary(),
+        summary,
         pulses,
         late_outcomes,
         record_errors,
@@ -198,15 +211,14 @@ fn spawn<T: Send + 'static>(
         .with_context(|| format!("cannot start the {name} thread"))
 }
 
-/// One inference before arming, so that the first part does not pay for lazy initialisation.
-fn warm_up(detector: &mut Detector) -> anyhow::Result<()> {
-    let n: usize = detector.manifest.input.shape.iter().product();
+/// Inferences before arming, so that no part pays for an engine build or lazy initialisation.
+fn warm_up(detector: &mut Detector, runs: u32) -> anyhow::Result<()> {
     let t = clock::now_ns();
-    detector
-        .infer(&vec![0.0; n], false)
-        .context("warm-up inference failed")?;
+    let worst = detector.warm_up(runs)?;
     eprintln!(
-        "linesight: model warm ({:.1} ms first inference)",
+        "linesight: model warm on {} ({} runs in {:.1} ms, slowest {worst:.1} ms)",
+        detector.serving.detail,
+        runs.max(1),
         clock::ns_to_ms(clock::now_ns() - t)
     );
     Ok(())
@@ -274,7 +286,7 @@ fn inspect_loop(
     faults: FaultsConfig,
     (save, threshold): (SaveImages, Threshold),
 ) {
-    let mut tensor = Vec::new();
+    let spec = detector.manifest.input.clone();
     let want_map = save != SaveImages::None && detector.manifest.outputs.anomaly_map.is_some();
     for frame in frames {
         crate::service::inspecting(true); // service: a frame stuck here withholds the watchdog
@@ -285,7 +297,8 @@ fn inspect_loop(
         };
         let result = (|| {
             let pixels = frame.image.as_ref().map_err(|e| (Reason::BrokenFrame, e.clone()))?;
-            preprocess::to_tensor(pixels, &detector.manifest.input, &mut tensor)
+            // written straight into the bound input tensor: no copy, no allocation
+            preprocess::to_tensor(pixels, &spec, detector.input_mut())
                 .map_err(|e| (Reason::BrokenFrame, e.to_string()))?;
             let t1 = clock::now_ns();
             latency.preprocess_ms = Some(clock::ns_to_ms(t1 - t0));
@@ -299,7 +312,7 @@ fn inspect_loop(
                 ));
             }
             let inspection = detector
-                .infer(&tensor, want_map)
+                .run(want_map)
                 .map_err(|e| (Reason::InferenceError, format!("{e:#}")))?;
             latency.inference_ms = Some(clock::ns_to_ms(clock::now_ns() - t1));
             Ok(inspection)
@@ -309,7 +322,11 @@ fn inspect_loop(
                 let keep = save == SaveImages::All
                     || (save == SaveImages::Rejects && threshold.judge(inspection.score) != Reason::BelowThreshold);
                 let snapshot = match (keep, inspection.anomaly_map, frame.image) {
-                    (true, Some(map), Ok(pixels)) => Some(Snapshot { pixels, map }),
+                    (true, Some(map), Ok(pixels)) => Some(Snapshot {
+                        pixels,
+                        map,
+                        resize: spec.resize,
+                    }),
                     _ => None,
                 };
                 (Ok(inspection.score), snapshot)

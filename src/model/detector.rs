@@ -61,7 +61,11 @@ impl Detector {
             let committed = progress::while_running(&format!("building the session on {}", serving.detail), || {
                 builder.commit_from_memory(&onnx)
             });
-            let at = runtime.providers.iter().position(|k| *k == serving.provider).unwrap_or(0);
+            let at = runtime
+                .providers
+                .iter()
+                .position(|k| *k == serving.provider)
+                .unwrap_or(0);
             match committed {
                 Ok(session) => {
                     given_up.append(&mut serving.skipped);
@@ -119,7 +123,8 @@ impl Detector {
         let input = Tensor::<f32>::new(&host(MemoryType::CPUInput)?, shape)
             .map_err(|e| anyhow!("cannot allocate the input tensor: {e}"))?;
         let out_alloc = host(MemoryType::CPUOutput)?;
-        let score = || Tensor::<f32>::new(&out_alloc, [1_i64]).map_err(|e| anyhow!("cannot allocate the score tensor: {e}"));
+        let score =
+            || Tensor::<f32>::new(&out_alloc, [1_i64]).map_err(|e| anyhow!("cannot allocate the score tensor: {e}"));
         let map_shape = [1_i64, 1, m.input.height() as i64, m.input.width() as i64];
         let mut with_map = session.create_binding().map_err(|e| anyhow!("I/O binding: {e}"))?;
         with_map
@@ -127,7 +132,8 @@ impl Detector {
             .map_err(|e| anyhow!("binding output \"{}\": {e}", m.outputs.score))?;
         let mut without_map = None;
         if let Some(name) = &m.outputs.anomaly_map {
-            let map = Tensor::<f32>::new(&out_alloc, map_shape).map_err(|e| anyhow!("cannot allocate the map tensor: {e}"))?;
+            let map = Tensor::<f32>::new(&out_alloc, map_shape)
+                .map_err(|e| anyhow!("cannot allocate the map tensor: {e}"))?;
             with_map
                 .bind_output(name.as_str(), map)
                 .map_err(|e| anyhow!("binding output \"{name}\": {e}"))?;
@@ -135,8 +141,13 @@ impl Detector {
                 let mut b = session.create_binding().map_err(|e| anyhow!("I/O binding: {e}"))?;
                 b.bind_output(m.outputs.score.as_str(), score()?)
                     .map_err(|e| anyhow!("binding output \"{}\": {e}", m.outputs.score))?;
-                let device = MemoryInfo::new(AllocationDevice::CUDA, device_id, AllocatorType::Device, MemoryType::Default)
-                    .map_err(|e| anyhow!("device memory: {e}"))?;
+                let device = MemoryInfo::new(
+                    AllocationDevice::CUDA,
+                    device_id,
+                    AllocatorType::Device,
+                    MemoryType::Default,
+                )
+                .map_err(|e| anyhow!("device memory: {e}"))?;
                 b.bind_output_to_device(name.as_str(), &device)
                     .map_err(|e| anyhow!("binding output \"{name}\" to the device: {e}"))?;
                 without_map = Some(b);

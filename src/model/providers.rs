@@ -27,7 +27,12 @@ pub struct Serving {
 }
 
 /// Registers the providers of `rt.providers[from..]` on `builder`.
-pub fn register(builder: &mut SessionBuilder, rt: &RuntimeConfig, model_sha256: &str, from: usize) -> anyhow::Result<Serving> {
+pub fn register(
+    builder: &mut SessionBuilder,
+    rt: &RuntimeConfig,
+    model_sha256: &str,
+    from: usize,
+) -> anyhow::Result<Serving> {
     let mut skipped = Vec::new();
     let mut serving: Option<Serving> = None;
     for (i, kind) in rt.providers.iter().enumerate().skip(from) {
@@ -98,7 +103,10 @@ fn register_cuda(builder: &mut SessionBuilder, rt: &RuntimeConfig) -> Attempt {
         .map_err(|e| one_line(&e.to_string()))?;
     let search = format!("{:?}", c.cudnn_conv_algo_search).to_lowercase();
     let graph = if c.cuda_graph { ", CUDA graph" } else { "" };
-    Ok((format!("cuda (device {}, cuDNN search {search}{graph})", c.device_id), None))
+    Ok((
+        format!("cuda (device {}, cuDNN search {search}{graph})", c.device_id),
+        None,
+    ))
 }
 
 fn register_tensorrt(builder: &mut SessionBuilder, rt: &RuntimeConfig, model_sha256: &str) -> Attempt {
@@ -135,7 +143,13 @@ fn register_tensorrt(builder: &mut SessionBuilder, rt: &RuntimeConfig, model_sha
 pub fn engine_key(model_sha256: &str, trt_version: &str, gpu: &str, precision: &str) -> String {
     let slug: String = gpu
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!(
         "{}-trt{trt_version}-{}-{precision}",
@@ -158,7 +172,11 @@ fn default_engine_cache() -> PathBuf {
 }
 
 fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_end_matches('.')
+        .to_string()
 }
 
 /// A shared library opened with dlopen, closed on drop.
@@ -166,7 +184,7 @@ struct Dl(*mut libc::c_void);
 
 impl Dl {
     fn open(names: &[&str]) -> Result<Dl, String> {
-        let mut last = String::new();
+        let mut first = String::new();
         for name in names {
             let c = CString::new(*name).expect("no NUL in library names");
             // SAFETY: dlopen with a valid C string; the handle is closed on drop.
@@ -176,11 +194,12 @@ impl Dl {
             }
             // SAFETY: dlerror returns a thread-local C string or null.
             let e = unsafe { libc::dlerror() };
-            if !e.is_null() {
-                last = unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned();
+            if !e.is_null() && first.is_empty() {
+                first = unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned();
             }
         }
-        Err(last)
+        // The first name's error: the library this build of linesight looks for first.
+        Err(first)
     }
 
     /// SAFETY: the caller names the symbol's true type `F` (a C function pointer).
@@ -208,7 +227,11 @@ fn tensorrt_version() -> Result<String, String> {
     let f: unsafe extern "C" fn() -> i32 = unsafe { lib.sym("getInferLibVersion")? };
     let v = unsafe { f() };
     // TensorRT 10 encodes major*10000 + minor*100 + patch; 8.x used major*1000 + minor*100 + patch.
-    let (major, rest) = if v >= 10000 { (v / 10000, v % 10000) } else { (v / 1000, v % 1000) };
+    let (major, rest) = if v >= 10000 {
+        (v / 10000, v % 10000)
+    } else {
+        (v / 1000, v % 1000)
+    };
     Ok(format!("{major}.{}.{}", rest / 100, rest % 100))
 }
 
