@@ -212,8 +212,15 @@ def main():
 
     if problems:
         print(f"qemu-virt: FAIL — {len(problems)} problem(s):")
+        shown = {}
         for p in problems:
-            print(f"  - {p}")
+            kind = re.sub(r"[\d.]+", "#", p)  # the same message with other numbers
+            shown[kind] = shown.get(kind, 0) + 1
+            if shown[kind] <= 3:
+                print(f"  - {p}")
+        for kind, n in shown.items():
+            if n > 3:
+                print(f"  - ... and {n - 3} more like the above")
         return 1
     if not want:
         say("FAIL — no part was rejected, so the run proves nothing about the reject output")
