@@ -179,7 +179,7 @@ truncate -s 16M "$run/out.img"
 say "booting qemu-system-aarch64 -M virt -cpu ${QEMU_CPU:-cortex-a76} -smp ${QEMU_SMP:-2} ($("$qemu" --version | head -1 | sed 's/.*version \([^ ]*\).*/QEMU \1/')): $parts parts"
 boot_t0=$(date +%s.%N)
 set +e
-timeout 900 "$qemu" -M virt -cpu "${QEMU_CPU:-cortex-a76}" -smp "${QEMU_SMP:-2}" -m 1024 \
+timeout 600 "$qemu" -M virt -cpu "${QEMU_CPU:-cortex-a76}" -smp "${QEMU_SMP:-2}" -m 1024 \
     -nodefaults -no-reboot -display none -serial stdio \
     -kernel "$kernel" -initrd "$run/initramfs.cpio" \
     -append "console=ttyAMA0 rdinit=/init quiet loglevel=3 panic=-1 linesight.config=$config linesight.parts=$parts" \
