@@ -42,7 +42,7 @@ while [ $# -gt 0 ]; do
         --broken-line) broken_line=1; shift ;;
         --expect-pulse-ms) expect+=(--expect-pulse-ms "$2"); shift 2 ;;
         --recheck) recheck=1; shift ;;
-        -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "qemu-virt: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
