@@ -108,9 +108,11 @@ impl Detector {
             }
             let mut serving = providers::register(&mut builder, runtime, &manifest.sha256, from)?;
             let started = Instant::now();
-            let committed = progress::while_running(&format!("building the session on {}", serving.detail), || {
-                builder.commit_from_memory(&onnx)
-            });
+            let trt = serving.provider == ProviderKind::Tensorrt;
+            let committed =
+                progress::while_running(&format!("building the session on {}", serving.detail), trt, || {
+                    builder.commit_from_memory(&onnx)
+                });
             let at = runtime
                 .providers
                 .iter()
@@ -205,10 +207,11 @@ impl Detector {
     pub fn warm_up(&mut self, runs: u32) -> anyhow::Result<f64> {
         self.input_mut().fill(0.0);
         let what = format!("warming up on {}", self.serving.detail);
+        let trt = self.serving.provider == ProviderKind::Tensorrt;
         let mut worst = 0.0f64;
         for _ in 0..runs.max(1) {
             let t = Instant::now();
-            progress::while_running(&what, || self.run(false)).context("warm-up inference failed")?;
+            progress::while_running(&what, trt, || self.run(false)).context("warm-up inference failed")?;
             worst = worst.max(t.elapsed().as_secs_f64() * 1e3);
         }
         Ok(worst)
