@@ -4,8 +4,10 @@
 //! The appsink is set for low latency unless the config says otherwise: it holds one
 //! buffer (`max-buffers=1`), drops the older one when a newer arrives (`drop=true`) and
 //! hands buffers over as they come rather than at their timestamps (`sync=false`).
-//! Its caps are the model's colour, GRAY8 or RGB, so that the pipeline's `videoconvert`
-//! does the only colour conversion.
+//! Its caps are GRAY8 or RGB, the model's colour first: a grey camera stays grey and a
+//! colour one arrives as RGB (the `videoconvert` before the appsink passes either through
+//! untouched). Colour → grey for a grey model is then done by preprocess with the exact
+//! formula training used, which GStreamer's YUV-based conversion would not match.
 
 use super::{Frame, NoImage, PixelFormat, Pixels, Source};
 use crate::clock;
@@ -26,13 +28,12 @@ pub struct GstSource {
     eos_stops: bool,
     next_id: u64,
     description: String,
-    /// The first frame, pulled while opening to prove that the pipeline delivers.
-    first: Option<Frame>,
+    playing: bool,
 }
 
 impl GstSource {
-    /// Builds the pipeline, starts it and waits (up to `wait`) for its first frame, so
-    /// that a camera that cannot deliver fails here, with GStreamer's own error.
+    /// Builds the pipeline and starts it: a camera that cannot deliver fails here, with
+    /// GStreamer's own error, after at most `wait`.
     pub fn open(c: &GstreamerCamera, channels: Channels, wait: Duration) -> anyhow::Result<GstSource> {
         gst::init().context("camera: GStreamer does not initialise")?;
         let element = gst::parse::launch(&c.pipeline)
@@ -68,16 +69,27 @@ impl GstSource {
             eos_stops: c.end_of_stream == EndOfStream::Stop,
             next_id: 0,
             description: String::new(),
-            first: None,
+            playing: false,
         };
-        if let Err(e) = source.pipeline.set_state(gst::State::Playing) {
-            let why = source.bus_error().unwrap_or_else(|| e.to_string());
-            bail!("camera: the pipeline does not start: {why}");
+        // A live source (a camera) does not preroll: it is started and must deliver a
+        // frame now, which is dropped (the line has not started; its time would be stale).
+        // A file pipeline prerolls paused, and plays from the first `next_frame`, so that
+        // its first frame is not held back, stale, while the model warms up.
+        let live = match source.pipeline.set_state(gst::State::Paused) {
+            Err(e) => {
+                let why = source.bus_error().unwrap_or_else(|| e.to_string());
+                bail!("camera: the pipeline does not start: {why}");
+            }
+            Ok(s) => s == gst::StateChangeSuccess::NoPreroll,
+        };
+        if live {
+            source.play()?;
+            if source.pull()?.is_none() {
+                bail!("camera: the stream ended before its first frame");
+            }
+        } else {
+            source.preroll()?;
         }
-        let first = match source.pull()? {
-            Some(f) => f,
-            None => bail!("camera: the pipeline ended before its first frame"),
-        };
         let caps = source
             .sink
             .sink_pads()
@@ -85,9 +97,41 @@ impl GstSource {
             .and_then(|p| p.current_caps())
             .map(|c| c.to_string())
             .unwrap_or_default();
-        source.description = format!("gstreamer `{}` ({caps})", c.pipeline);
-        source.first = Some(first);
+        source.description = format!(
+            "gstreamer `{}` ({caps}){}",
+            c.pipeline,
+            if live { "" } else { ", not live" }
+        );
         Ok(source)
+    }
+
+    fn play(&mut self) -> anyhow::Result<()> {
+        if let Err(e) = self.pipeline.set_state(gst::State::Playing) {
+            let why = self.bus_error().unwrap_or_else(|| e.to_string());
+            bail!("camera: the pipeline does not play: {why}");
+        }
+        self.playing = true;
+        Ok(())
+    }
+
+    /// Waits for a paused pipeline to preroll (its first buffer at the appsink).
+    fn preroll(&mut self) -> anyhow::Result<()> {
+        let bus = self.pipeline.bus().context("pipeline without a bus")?;
+        let timeout = gst::ClockTime::from_nseconds(self.wait.as_nanos() as u64);
+        match bus.timed_pop_filtered(timeout, &[gst::MessageType::AsyncDone, gst::MessageType::Error]) {
+            Some(msg) => match msg.view() {
+                gst::MessageView::Error(e) => bail!(
+                    "camera: the pipeline does not start: {}{}",
+                    e.error(),
+                    e.debug().map(|d| format!(" ({d})")).unwrap_or_default()
+                ),
+                _ => Ok(()),
+            },
+            None => bail!(
+                "camera: the pipeline did not preroll within {} ms",
+                self.wait.as_millis()
+            ),
+        }
     }
 
     /// The first error message on the bus, if any, with GStreamer's debug detail.
@@ -210,8 +254,8 @@ fn pixels(sample: &gst::Sample) -> Result<Pixels, String> {
 
 impl Source for GstSource {
     fn next_frame(&mut self) -> anyhow::Result<Option<Frame>> {
-        if let Some(f) = self.first.take() {
-            return Ok(Some(f));
+        if !self.playing {
+            self.play()?;
         }
         self.pull()
     }

@@ -64,17 +64,22 @@ impl Retry {
 
 /// Starts the feed thread on an open source. Frames and state changes come out of the
 /// returned channel; setting `stop` (or dropping the receiver) ends the thread.
+/// The thread reads nothing until `CameraWatch` asks for the first frame, so that no
+/// frame goes stale while the rest of the pipeline starts.
 pub fn spawn_feed(
     first: Box<dyn Source>,
     reopen: Opener,
     retry: Retry,
     stop: Arc<AtomicBool>,
-) -> anyhow::Result<Receiver<CamEvent>> {
+) -> anyhow::Result<(Receiver<CamEvent>, Sender<()>)> {
     let (tx, rx) = bounded(8);
-    std::thread::Builder::new()
-        .name("ls-camera".into())
-        .spawn(move || feed_loop(first, reopen, retry, tx, &stop))?;
-    Ok(rx)
+    let (go_tx, go_rx) = bounded::<()>(1);
+    std::thread::Builder::new().name("ls-camera".into()).spawn(move || {
+        if go_rx.recv().is_ok() {
+            feed_loop(first, reopen, retry, tx, &stop)
+        }
+    })?;
+    Ok((rx, go_tx))
 }
 
 fn feed_loop(first: Box<dyn Source>, mut reopen: Opener, retry: Retry, tx: Sender<CamEvent>, stop: &AtomicBool) {
@@ -230,6 +235,8 @@ struct Outage {
 /// following it. Shared by the free-run and the triggered sources.
 pub struct CameraWatch {
     rx: Receiver<CamEvent>,
+    /// Starts the feed thread at the first wait for a frame.
+    go: Option<Sender<()>>,
     stop: Arc<AtomicBool>,
     fault: Option<Box<dyn RejectLine>>,
     stall_ns: Option<u64>,
@@ -245,7 +252,7 @@ pub struct CameraWatch {
 
 impl CameraWatch {
     pub fn new(
-        rx: Receiver<CamEvent>,
+        (rx, go): (Receiver<CamEvent>, Sender<()>),
         stop: Arc<AtomicBool>,
         fault: Option<Box<dyn RejectLine>>,
         stall: Option<Duration>,
@@ -253,6 +260,7 @@ impl CameraWatch {
     ) -> CameraWatch {
         CameraWatch {
             rx,
+            go: Some(go),
             stop,
             fault,
             stall_ns: stall.map(|d| d.as_nanos() as u64),
@@ -318,6 +326,7 @@ impl CameraWatch {
         if self.ended {
             return Polled::Ended;
         }
+        self.start();
         let got = match self.due(until_ns) {
             Some(t) => self
                 .rx
@@ -328,8 +337,17 @@ impl CameraWatch {
     }
 
     /// The channel to wait on, for callers that wait on other channels too (the trigger).
-    pub fn events(&self) -> &Receiver<CamEvent> {
+    /// Starts the camera on first use.
+    pub fn events(&mut self) -> &Receiver<CamEvent> {
+        self.start();
         &self.rx
+    }
+
+    fn start(&mut self) {
+        if let Some(go) = self.go.take() {
+            self.last_frame_ns = clock::now_ns();
+            let _ = go.send(());
+        }
     }
 
     /// When the watcher wants to run next: `until_ns`, or earlier when a stall falls due.
@@ -521,9 +539,15 @@ impl Source for FreeRun {
                 }
                 Polled::Ended => return Ok(None),
                 Polled::WentDown => {
-                    // Parts keep coming at the camera's pitch: the first one now.
+                    // Parts keep coming at the camera's pitch: the first one a pitch after
+                    // the last frame. After a stall that moment has passed, but its part
+                    // may still be short of the ejector.
                     self.pitch_ns = self.watch.pitch_ns();
-                    self.next_lost_ns = self.pitch_ns.map(|_| clock::now_ns());
+                    self.next_lost_ns = match (self.pitch_ns, self.watch.last_capture_ns) {
+                        (Some(p), Some(last)) => Some(last + p),
+                        (Some(_), None) => Some(clock::now_ns()),
+                        _ => None,
+                    };
                 }
                 Polled::Idle => {}
             }
@@ -626,8 +650,8 @@ pub fn open(config: &Config, channels: Channels) -> anyhow::Result<Box<dyn Sourc
         first: Duration::from_millis(status.camera_retry_ms),
         max: Duration::from_millis(status.camera_retry_max_ms),
     };
-    let rx = spawn_feed(first, opener, retry, Arc::clone(&stop))?;
-    let watch = CameraWatch::new(rx, stop, fault, stall, source);
+    let feed = spawn_feed(first, opener, retry, Arc::clone(&stop))?;
+    let watch = CameraWatch::new(feed, stop, fault, stall, source);
     Ok(match &config.trigger {
         TriggerConfig::FreeRun => Box::new(FreeRun::new(watch)),
         TriggerConfig::Gpio(t) => Box::new(crate::trigger::Triggered::open(t, watch)?),
@@ -709,8 +733,8 @@ mod tests {
             max: Duration::from_millis(80),
         };
         let stop = Arc::new(AtomicBool::new(false));
-        let rx = spawn_feed(first, opener, retry, Arc::clone(&stop)).unwrap();
-        let watch = CameraWatch::new(rx, stop, None, Some(Duration::from_millis(500)), "scripted".into());
+        let feed = spawn_feed(first, opener, retry, Arc::clone(&stop)).unwrap();
+        let watch = CameraWatch::new(feed, stop, None, Some(Duration::from_millis(500)), "scripted".into());
         let mut src = FreeRun::new(watch);
         let mut reasons = Vec::new();
         let mut ids = Vec::new();

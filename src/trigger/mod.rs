@@ -218,8 +218,9 @@ impl Source for Triggered {
                 return Ok(None);
             }
             // Wait for a frame, an edge, the oldest window's end or a camera stall.
+            let cam_rx = self.watch.events().clone();
             let due = self.watch.due(self.matcher.wake_at());
-            let (cam_rx, edges) = (self.watch.events().clone(), self.edges.clone());
+            let edges = self.edges.clone();
             let mut sel = Select::new();
             let cam = (!camera_ended).then(|| sel.recv(&cam_rx));
             let trig = sel.recv(&edges);
@@ -312,8 +313,8 @@ mod tests {
     fn each_trigger_takes_the_first_frame_in_its_window() {
         let mut m = Matcher::new(Duration::from_millis(5), Duration::from_millis(40));
         m.frame(frame(90)); // before any window: dropped
-        m.trigger(100);
-        m.trigger(200);
+        m.trigger(100 * MS);
+        m.trigger(200 * MS);
         m.frame(frame(103)); // before the first window's start (105)
         m.frame(frame(110)); // part 100
         m.frame(frame(120)); // second frame in the same window: unmatched
@@ -329,14 +330,14 @@ mod tests {
     #[test]
     fn a_window_that_closes_empty_is_a_missing_frame_and_waits_until_then() {
         let mut m = Matcher::new(Duration::ZERO, Duration::from_millis(30));
-        m.trigger(100);
+        m.trigger(100 * MS);
         assert!(m.next(110 * MS).is_none(), "the window is still open");
         assert!(m.next(129 * MS).is_none());
         let (_, got) = m.next(130 * MS).unwrap();
         assert!(matches!(got, Matched::Missing));
         // A frame after the window decides at once, before the clock gets there.
-        m.trigger(200);
-        m.trigger(210);
+        m.trigger(200 * MS);
+        m.trigger(210 * MS);
         m.frame(frame(235));
         let (t, got) = m.next(236 * MS).unwrap();
         assert_eq!((t / MS, matched_at(&got)), (200, None));
@@ -349,7 +350,7 @@ mod tests {
         let mut m = Matcher::new(Duration::ZERO, Duration::from_millis(30));
         m.frame(frame(105));
         assert!(m.next(110 * MS).is_none());
-        m.trigger(100);
+        m.trigger(100 * MS);
         let (_, got) = m.next(111 * MS).unwrap();
         assert_eq!(matched_at(&got), Some(105));
         assert_eq!(m.unmatched, 0);

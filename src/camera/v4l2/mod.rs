@@ -46,12 +46,21 @@ pub struct V4l2Source {
 // SAFETY: the mapped pointers belong to this source alone and are only touched through &mut self.
 unsafe impl Send for V4l2Source {}
 
+/// One pixel format a device offers.
+pub struct FormatInfo {
+    /// The four-character code as text ("YUYV").
+    pub fourcc: String,
+    pub description: String,
+    /// Discrete frame sizes (empty: stepwise or continuous, any size in a range).
+    pub sizes: Vec<(u32, u32)>,
+}
+
 /// What the device says about itself, for `open` and `linesight check`.
 pub struct DeviceInfo {
     pub driver: String,
     pub card: String,
-    /// Every pixel format the device offers: (fourcc text, description, discrete sizes).
-    pub formats: Vec<(String, String, Vec<(u32, u32)>)>,
+    /// Every pixel format the device offers.
+    pub formats: Vec<FormatInfo>,
     /// (name, min, max, current) of the exposure and gain controls it has.
     pub controls: Vec<(String, i32, i32, i32)>,
     pub current: (String, u32, u32),
@@ -119,7 +128,11 @@ pub fn probe(path: &Path) -> anyhow::Result<DeviceInfo> {
             }
             sizes.push((s.size[0], s.size[1]));
         }
-        formats.push((fourcc_name(d.pixelformat), c_str(&d.description), sizes));
+        formats.push(FormatInfo {
+            fourcc: fourcc_name(d.pixelformat),
+            description: c_str(&d.description),
+            sizes,
+        });
     }
     let mut controls = Vec::new();
     for (id, name) in [
@@ -157,7 +170,12 @@ impl DeviceInfo {
             "driver {}, card \"{}\", now {} {}x{}; formats:",
             self.driver, self.card, self.current.0, self.current.1, self.current.2
         );
-        for (code, desc, sizes) in &self.formats {
+        for FormatInfo {
+            fourcc: code,
+            description: desc,
+            sizes,
+        } in &self.formats
+        {
             let sizes: Vec<String> = sizes.iter().map(|(w, h)| format!("{w}x{h}")).collect();
             let usable = if FourCc::parse(code).is_some() {
                 ""
@@ -191,8 +209,8 @@ impl V4l2Source {
         let info = probe(&c.device)?;
         let file = open_file(&c.device)?;
         let fd = file.as_raw_fd();
-        let offered: Vec<FourCc> = info.formats.iter().filter_map(|(f, _, _)| FourCc::parse(f)).collect();
-        let all: Vec<&str> = info.formats.iter().map(|(f, _, _)| f.as_str()).collect();
+        let offered: Vec<FourCc> = info.formats.iter().filter_map(|f| FourCc::parse(&f.fourcc)).collect();
+        let all: Vec<&str> = info.formats.iter().map(|f| f.fourcc.as_str()).collect();
         let format = match &c.pixel_format {
             Some(want) => {
                 let want = FourCc::parse(want).context("camera.pixel_format: validated")?;
@@ -257,8 +275,14 @@ impl V4l2Source {
                 let sizes = info
                     .formats
                     .iter()
-                    .find(|(n, _, _)| *n == format.name())
-                    .map(|(_, _, s)| s.iter().map(|(w, h)| format!("{w}x{h}")).collect::<Vec<_>>().join(", "))
+                    .find(|f| f.fourcc == format.name())
+                    .map(|f| {
+                        f.sizes
+                            .iter()
+                            .map(|(w, h)| format!("{w}x{h}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
                     .unwrap_or_default();
                 bail!(
                     "camera.width/height: {} gives {}x{} for {w}x{h} in {}; sizes it offers: {}",
