@@ -164,32 +164,33 @@ pub fn probe(path: &Path) -> anyhow::Result<DeviceInfo> {
 }
 
 impl DeviceInfo {
-    /// One paragraph for `linesight check`.
+    /// One paragraph for `linesight check`: the formats linesight can use with their
+    /// sizes, the others by name, and the exposure and gain controls.
     pub fn render(&self) -> String {
         let mut s = format!(
-            "driver {}, card \"{}\", now {} {}x{}; formats:",
+            "driver {}, card \"{}\", now {} {}x{}; formats linesight uses:",
             self.driver, self.card, self.current.0, self.current.1, self.current.2
         );
-        for FormatInfo {
-            fourcc: code,
-            description: desc,
-            sizes,
-        } in &self.formats
-        {
-            let sizes: Vec<String> = sizes.iter().map(|(w, h)| format!("{w}x{h}")).collect();
-            let usable = if FourCc::parse(code).is_some() {
-                ""
-            } else {
-                " (not usable)"
-            };
+        let (usable, other): (Vec<&FormatInfo>, Vec<&FormatInfo>) =
+            self.formats.iter().partition(|f| FourCc::parse(&f.fourcc).is_some());
+        if usable.is_empty() {
+            s += " none (GREY, YUYV or MJPG needed)";
+        }
+        for f in usable {
+            let sizes: Vec<String> = f.sizes.iter().map(|(w, h)| format!("{w}x{h}")).collect();
             s += &format!(
-                " {code} \"{desc}\"{usable} [{}];",
+                " {} [{}];",
+                f.fourcc,
                 if sizes.is_empty() {
-                    "any size".into()
+                    "any size in a range".into()
                 } else {
                     sizes.join(" ")
                 }
             );
+        }
+        if !other.is_empty() {
+            let names: Vec<&str> = other.iter().map(|f| f.fourcc.as_str()).collect();
+            s += &format!(" others: {};", names.join(" "));
         }
         if self.controls.is_empty() {
             s += " no exposure or gain control";
@@ -482,8 +483,27 @@ fn buffer(index: u32) -> v4l2_buffer {
     b
 }
 
+impl V4l2Source {
+    /// Gives back, unread, every buffer the driver filled before the first read: frames
+    /// from before the line started (while the model warmed up), stale for a part.
+    fn drop_stale(&mut self) -> anyhow::Result<()> {
+        let fd = self.file.as_raw_fd();
+        loop {
+            let mut b = buffer(0);
+            match xioctl(fd, VIDIOC_DQBUF, &mut b) {
+                Ok(()) => xioctl(fd, VIDIOC_QBUF, &mut b).context("VIDIOC_QBUF")?,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e).with_context(|| format!("{}: VIDIOC_DQBUF failed", self.path.display())),
+            }
+        }
+    }
+}
+
 impl Source for V4l2Source {
     fn next_frame(&mut self) -> anyhow::Result<Option<Frame>> {
+        if self.next_id == 0 {
+            self.drop_stale()?;
+        }
         let mut b = self.dequeue()?;
         let arrived = clock::now_ns();
         self.kernel_timestamps = b.flags & V4L2_BUF_FLAG_TIMESTAMP_MASK == V4L2_BUF_FLAG_TIMESTAMP_MONOTONIC;
