@@ -106,10 +106,13 @@ pub struct V4l2Camera {
     pub exposure_us: Option<u32>,
     /// Gain in the device's own units (`linesight check` shows the range). Unset: as the device has it.
     pub gain: Option<i32>,
-    /// Kernel buffers to stream through, 2 to 32. More buffers ride out longer inference
-    /// stalls; the newest frame is always the one delivered.
+    /// Kernel buffers to stream through, 2 to 32: room for frames while linesight is busy.
     #[serde(default = "default_v4l2_buffers")]
     pub buffers: u32,
+    /// Further controls by name, as `linesight check` lists them (v4l2-ctl's names: lower
+    /// case, `_` between words), e.g. `{ brightness = 128, power_line_frequency = 1 }`.
+    #[serde(default)]
+    pub controls: std::collections::BTreeMap<String, i32>,
 }
 
 /// `[camera] kind = "gstreamer"`

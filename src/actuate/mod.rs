@@ -31,10 +31,9 @@ pub fn open_output(
     key: &str,
 ) -> anyhow::Result<Box<dyn RejectLine>> {
     Ok(match output {
-        OutputConfig::Gpio { chip, line, active_low } => Box::new(
-            GpioLine::open(chip, line, *active_low, consumer)
-                .map_err(|e| anyhow::anyhow!("{}", format!("{e:#}").replace("reject.output", key)))?,
-        ),
+        OutputConfig::Gpio { chip, line, active_low } => {
+            Box::new(GpioLine::open(chip, line, *active_low, consumer, key)?)
+        }
         OutputConfig::Simulated { edge_log } => {
             Box::new(SimulatedLine::new(edge_log.as_ref().map(|p| config.resolve(p)))?)
         }

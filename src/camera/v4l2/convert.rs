@@ -66,10 +66,18 @@ pub const fn fourcc(c: &[u8; 4]) -> u32 {
 
 /// A four-character code as text ("YUYV"), for messages about formats linesight cannot use.
 pub fn fourcc_name(code: u32) -> String {
-    code.to_le_bytes()
+    let s: String = code
+        .to_le_bytes()
         .iter()
-        .map(|b| if b.is_ascii_graphic() { *b as char } else { '?' })
-        .collect()
+        .map(|b| {
+            if b.is_ascii_graphic() || *b == b' ' {
+                *b as char
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    s.trim_end().to_string()
 }
 
 /// Converts one captured buffer into pixels: luma (`rgb` false) or RGB.
@@ -163,6 +171,15 @@ mod tests {
         assert_eq!(fourcc_name(FourCc::Mjpg.code()), "MJPG");
         assert_eq!(FourCc::parse("mjpeg"), Some(FourCc::Mjpg));
         assert_eq!(FourCc::parse("NV12"), None);
+    }
+
+    #[test]
+    fn control_names_are_written_as_v4l2_ctl_writes_them() {
+        use crate::camera::v4l2::control_name;
+        assert_eq!(control_name("Loop Video"), "loop_video");
+        assert_eq!(control_name("Power Line Frequency"), "power_line_frequency");
+        assert_eq!(control_name("Exposure, Absolute"), "exposure_absolute");
+        assert_eq!(control_name("White Balance (auto)"), "white_balance_auto");
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct DeviceInfo {
     pub formats: Vec<FormatInfo>,
     /// (name, min, max, current) of the exposure and gain controls it has.
     pub controls: Vec<(String, i32, i32, i32)>,
+    /// Every control by the name `camera.controls` takes, with its id.
+    pub all_controls: Vec<(String, u32)>,
     pub current: (String, u32, u32),
 }
 
@@ -89,6 +91,19 @@ fn get_ctrl(fd: RawFd, id: u32) -> Option<i32> {
 fn set_ctrl(fd: RawFd, id: u32, value: i32, key: &str) -> anyhow::Result<()> {
     let mut c = v4l2_control { id, value };
     xioctl(fd, VIDIOC_S_CTRL, &mut c).with_context(|| format!("{key}: the device refused {value}"))
+}
+
+/// A control's name as v4l2-ctl writes it: "Loop Video" → "loop_video".
+pub fn control_name(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    out.trim_end_matches('_').to_string()
 }
 
 /// Capabilities, formats and controls of a capture device.
@@ -149,12 +164,26 @@ pub fn probe(path: &Path) -> anyhow::Result<DeviceInfo> {
             ));
         }
     }
+    let mut all_controls = Vec::new();
+    let mut id = 0;
+    loop {
+        let mut q: v4l2_queryctrl = zeroed();
+        q.id = id | V4L2_CTRL_FLAG_NEXT_CTRL;
+        if xioctl(fd, VIDIOC_QUERYCTRL, &mut q).is_err() || q.id == id {
+            break;
+        }
+        id = q.id;
+        if q.type_ != V4L2_CTRL_TYPE_CTRL_CLASS && q.flags & V4L2_CTRL_FLAG_DISABLED == 0 {
+            all_controls.push((control_name(&c_str(&q.name)), q.id));
+        }
+    }
     let mut f: v4l2_format = zeroed();
     f.type_ = V4L2_BUF_TYPE_VIDEO_CAPTURE;
     xioctl(fd, VIDIOC_G_FMT, &mut f).context("VIDIOC_G_FMT")?;
     // SAFETY: a capture format's union holds `pix`.
     let pix = unsafe { f.fmt.pix };
     Ok(DeviceInfo {
+        all_controls,
         driver: c_str(&cap.driver),
         card: c_str(&cap.card),
         formats,
@@ -193,12 +222,14 @@ impl DeviceInfo {
             s += &format!(" others: {};", names.join(" "));
         }
         if self.controls.is_empty() {
-            s += " no exposure or gain control";
+            s += " no exposure or gain control;";
         } else {
             for (name, min, max, cur) in &self.controls {
                 s += &format!(" control {name} {min}..{max} now {cur};");
             }
         }
+        let names: Vec<&str> = self.all_controls.iter().map(|(n, _)| n.as_str()).collect();
+        s += &format!(" controls (camera.controls): {}", names.join(" "));
         s
     }
 }
@@ -362,8 +393,27 @@ impl V4l2Source {
                     q.maximum
                 );
             }
+            if query_ctrl(fd, V4L2_CID_AUTOGAIN).is_some() {
+                set_ctrl(fd, V4L2_CID_AUTOGAIN, 0, "camera.gain (auto gain off)")?;
+            }
             set_ctrl(fd, V4L2_CID_GAIN, g, "camera.gain")?;
-            controls.push(format!("gain {}", get_ctrl(fd, V4L2_CID_GAIN).unwrap_or(g)));
+            match get_ctrl(fd, V4L2_CID_GAIN) {
+                Some(now) if now != g => bail!("camera.gain: {} accepted {g} but keeps {now}", c.device.display()),
+                _ => controls.push(format!("gain {g}")),
+            }
+        }
+
+        for (name, value) in &c.controls {
+            let Some((_, id)) = info.all_controls.iter().find(|(n, _)| n == name) else {
+                let names: Vec<&str> = info.all_controls.iter().map(|(n, _)| n.as_str()).collect();
+                bail!(
+                    "camera.controls.{name}: {} has no such control; it has {}",
+                    c.device.display(),
+                    names.join(", ")
+                );
+            };
+            set_ctrl(fd, *id, *value, &format!("camera.controls.{name}"))?;
+            controls.push(format!("{name} {value}"));
         }
 
         // Buffers: request, map, queue, stream.
