@@ -6,6 +6,9 @@
 - trigger: one part per power-button pulse the host sent, numbered in order; the
            parts' kernel edge times spaced as the host sent the pulses; every part
            has a frame captured inside its window; the first part was inspected.
+- loop:    frames captured through vivid's video loop equal, pixel for pixel, the part
+           image written to its output; the good part passes, the defective one is
+           rejected on its score.
 - loss:    parts while vivid was unbound are camera_lost rejects, in one run; frames
            come back after it is bound again; the fault output (PL061 line 6) went
            high once and low again in QEMU's trace; the summary counts the loss.
@@ -14,6 +17,7 @@ Exit 0 = pass, 1 = fail (every problem listed). Python 3.11+ standard library on
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -122,6 +126,35 @@ def main():
             f"frames {min(lat, default=0):.0f}..{max(lat, default=0):.0f} ms after their edges; "
             f"reasons {sorted({p['reason'] for p in parts})}; part 0 score {parts[0].get('score')}")
 
+    # --- video loop ------------------------------------------------------------
+    spec = importlib.util.spec_from_file_location("loop_frames", os.path.join(os.path.dirname(__file__), "camera", "loop-frames.py"))
+    lf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lf)
+    sent_good = lf.read_gray_png(os.path.join(d, "loop", "good-part.png"))
+    looped = jsonl(os.path.join(out, "loop-collect/frames.jsonl")) if os.path.exists(os.path.join(out, "loop-collect/frames.jsonl")) else []
+    if rc("loop-collect") != "0" or len(looped) != 3:
+        problems.append(f"loop: collect exited {rc('loop-collect')} with {len(looped)} frames:\n{log('loop-collect')}")
+    same = 0
+    for f in looped:
+        got = lf.read_gray_png(os.path.join(out, "loop-collect", f["file"]))
+        if got == sent_good:
+            same += 1
+        else:
+            diff = sum(a != b for ra, rb in zip(got[2], sent_good[2]) for a, b in zip(ra, rb)) if got[:2] == sent_good[:2] else -1
+            problems.append(f"loop: {f['file']} ({got[0]}x{got[1]}) differs from the part written to the output ({diff} pixels)")
+    verdicts = {}
+    for name, want in [("loop-good", "below_threshold"), ("loop-defect", "above_threshold")]:
+        res = jsonl(os.path.join(out, f"{name}.jsonl")) if os.path.exists(os.path.join(out, f"{name}.jsonl")) else []
+        if rc(name) != "0" or len(res) != 1:
+            problems.append(f"{name}: exited {rc(name)} with {len(res)} parts:\n{log(name)[-2000:]}")
+            continue
+        verdicts[name] = (res[0]["score"], res[0]["reason"])
+        if res[0]["reason"] != want:
+            problems.append(f"{name}: the part's verdict is {res[0]['reason']} (score {res[0]['score']}), expected {want}")
+    if looped:
+        say(f"loop: {same} of {len(looped)} frames captured through vivid's loop equal the 1280x720 part written; "
+            + ", ".join(f"{k}: score {v[0]} ({v[1]})" for k, v in verdicts.items()))
+
     # --- loss ------------------------------------------------------------------
     text = log("loss")
     res = jsonl(os.path.join(out, "loss.jsonl")) if os.path.exists(os.path.join(out, "loss.jsonl")) else []
@@ -166,7 +199,7 @@ def main():
         for p in problems:
             print(f"qemu-virt: FAIL — {p}")
         return 1
-    say("PASS: V4L2 capture from vivid, power-button trigger, camera loss and recovery")
+    say("PASS: V4L2 capture from vivid, power-button trigger, video loop verdicts, camera loss and recovery")
     return 0
 
 

@@ -6,17 +6,21 @@
 #   3. linesight run          parts from PL061 line 3, which is wired to QEMU's power
 #                             button: the host pulses it N times with system_powerdown
 #                             on the QEMU monitor; frames (YUYV) are matched to the edges
-#   4. linesight run          free run while vivid is unbound and bound again: the
+#   4. linesight collect/run  vivid's video loop: a good and a defective part written
+#                             to its HDMI output come back on its HDMI capture, through
+#                             the v4l2 source, and are inspected (one part per run)
+#   5. linesight run          free run while vivid is unbound and bound again: the
 #                             camera vanishes and comes back; fault output on line 6
 # The host then checks (camera-check.py): parts = pulses sent, their kernel edge times
 # spaced as the host sent them, a frame in every part's window, kernel buffer times at
-# the camera's rate, camera_lost rejects while vivid was gone, the fault line high
+# the camera's rate, the looped frames equal to the part images written and their
+# verdicts right, camera_lost rejects while vivid was gone, the fault line high
 # exactly once in QEMU's pl061_set_output trace, and recovery without a restart.
 #
 #   board/qemu-virt/camera-test.sh [--pulses N] [--recheck]
 #
 # Needs the aarch64 build first (cargo zigbuild --release --target
-# aarch64-unknown-linux-gnu.2.31). Shares run-test.sh's cache (.cache/root); the
+# aarch64-unknown-linux-gnu.2.31); builds examples/v4l2_feed the same way. Shares run-test.sh's cache (.cache/root); the
 # last run's files stay in .cache/camera-last.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -44,6 +48,10 @@ if [ "$recheck" = 1 ]; then
 fi
 
 board_host_tools
+# The output feeder for vivid's video loop, built like linesight (aarch64, glibc 2.31).
+say "building examples/v4l2_feed for aarch64"
+(cd "$repo" && cargo zigbuild -q --release --target aarch64-unknown-linux-gnu.2.31 --example v4l2_feed) \
+    || die "cannot build examples/v4l2_feed (cargo zigbuild, as for linesight)"
 board_fetch
 board_kernel
 say "kernel $kver (cached in ${cache#"$repo"/})"
@@ -62,6 +70,12 @@ for m in test-drivers/vivid/vivid mc/mc v4l2-core/videodev common/v4l2-tpg/v4l2-
     cp "$modules/drivers/media/$m.ko" "$ir/lib/modules/media/"
 done
 cp "$here"/camera/*.toml "$ir/opt/linesight/board/qemu-virt/camera/"
+# Frames for the video loop: a good and a defective synthetic part (made with
+# `linesight synth --seed 5`), stretched to the HDMI output's 1280x720, as raw YUYV.
+python3 "$here/camera/loop-frames.py" --width 1280 --height 720 --out "$run/loop" \
+    "$here/camera/good-part.png" "$here/camera/defect-part.png" >/dev/null
+mkdir -p "$ir/loop" && cp "$run"/loop/*.yuyv "$ir/loop/"
+cp "$repo/target/aarch64-unknown-linux-gnu/release/examples/v4l2_feed" "$ir/opt/linesight/"
 board_cpio "$ir" "$run/initramfs.cpio"
 rm -rf "$ir"
 say "initramfs $(du -m "$run/initramfs.cpio" | cut -f1) MiB: linesight $(git -C "$repo" describe --always --dirty 2>/dev/null || true) (aarch64), vivid and its media modules"

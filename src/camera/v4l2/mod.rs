@@ -6,7 +6,7 @@
 //! current driver), so it compares directly with trigger edges and reject pulses.
 
 mod convert;
-mod sys;
+pub mod sys;
 
 pub use convert::{fourcc_name, to_pixels, FourCc};
 

@@ -1,4 +1,5 @@
-//! The few V4L2 structures and ioctls linesight uses, from `linux/videodev2.h`.
+//! The few V4L2 structures and ioctls linesight uses, from `linux/videodev2.h`
+//! (public for the board test's output feeder, examples/v4l2_feed.rs).
 //!
 //! Written out by hand instead of generated with bindgen at build time, so that the
 //! aarch64 cross build needs no libclang and no target kernel headers. Layouts are
@@ -10,6 +11,7 @@
 use std::os::fd::RawFd;
 
 pub const V4L2_BUF_TYPE_VIDEO_CAPTURE: u32 = 1;
+pub const V4L2_BUF_TYPE_VIDEO_OUTPUT: u32 = 2;
 pub const V4L2_MEMORY_MMAP: u32 = 1;
 pub const V4L2_FIELD_NONE: u32 = 1;
 pub const V4L2_CAP_VIDEO_CAPTURE: u32 = 0x0000_0001;
