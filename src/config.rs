@@ -376,8 +376,8 @@ pub struct StatusConfig {
     /// Output asserted while the camera is lost (for a stack light or the line PLC), same keys
     /// as `[reject.output]`. Unset: losses are only logged and counted.
     pub fault_line: Option<OutputConfig>,
-    /// A camera that delivers no frame for this long is lost (0: never, for cameras that are
-    /// idle between parts). Keep it well below `reject.delay_ms` in free run, so that the
+    /// A camera (v4l2, gstreamer) that delivers no frame for this long is lost (0: never, for
+    /// cameras that are idle between parts). Keep it well below `reject.delay_ms` in free run, so that the
     /// parts of an outage can still be ejected.
     #[serde(default = "default_camera_stall_ms")]
     pub camera_stall_ms: u64,

@@ -15,7 +15,7 @@
 use super::{Frame, NoImage, Source};
 use crate::actuate::RejectLine;
 use crate::clock;
-use crate::config::{Config, TriggerConfig};
+use crate::config::{CameraConfig, Config, TriggerConfig};
 use crate::model::Channels;
 use crate::verdict::Reason;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
@@ -609,7 +609,10 @@ impl Source for DrilledSource {
 /// The chain for a config: device source, feed thread, watcher, free run or trigger.
 pub fn open(config: &Config, channels: Channels) -> anyhow::Result<Box<dyn Source>> {
     let status = &config.status;
-    let stall = (status.camera_stall_ms > 0).then(|| Duration::from_millis(status.camera_stall_ms));
+    // Only a real camera stalls: a simulated line or a folder is paced by linesight itself
+    // (and may be slower than any stall time, like the virtual board's 0.5 parts/s).
+    let real_camera = matches!(config.camera, CameraConfig::V4l2(_) | CameraConfig::Gstreamer(_));
+    let stall = (real_camera && status.camera_stall_ms > 0).then(|| Duration::from_millis(status.camera_stall_ms));
     // A device source waits at most this long inside one next_frame (the feed thread
     // checks for shutdown between frames).
     let device_wait = stall.unwrap_or(Duration::from_secs(1));
