@@ -23,11 +23,12 @@ pub fn check(path: &Path) -> ExitCode {
             println!("{what}: PROBLEM: {e:#}");
         }
     };
+    let mut detector = None;
     report(
         "model",
         pipeline::open_detector(&config).map(|d| {
             let m = &d.manifest;
-            format!(
+            let line = format!(
                 "{} ok (sha256 verified, input {:?} {:?}, threshold {} by {})",
                 m.onnx_path().display(),
                 m.input.shape,
@@ -38,7 +39,9 @@ pub fn check(path: &Path) -> ExitCode {
                 } else {
                     m.calibration.method.clone()
                 }
-            )
+            );
+            detector = Some(d);
+            line
         }),
     );
     if let Some(lib) = crate::model::library::loaded() {
@@ -46,6 +49,20 @@ pub fn check(path: &Path) -> ExitCode {
             "onnxruntime",
             Ok(format!("{} (from {})", lib.path.display(), lib.origin)),
         );
+    }
+    if let Some(d) = &detector {
+        let skipped: Vec<String> = d
+            .serving
+            .skipped
+            .iter()
+            .map(|(k, r)| format!("{} not used: {r}", k.as_str()))
+            .collect();
+        let tail = if skipped.is_empty() {
+            String::new()
+        } else {
+            format!(" (WARN {})", skipped.join("; "))
+        };
+        println!("execution provider: {}{tail}", d.serving.detail);
     }
     for (what, result) in crate::commission::probe_io(&config) {
         report(what, result);

@@ -159,7 +159,7 @@ pub struct ModelConfig {
 }
 
 /// `[runtime]`
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
     /// Path of the ONNX Runtime shared library (`libonnxruntime.so.1.x`). Unset: `ORT_DYLIB_PATH`,
@@ -169,6 +169,129 @@ pub struct RuntimeConfig {
     /// Leave a core free for the camera and the reject timing on small boards.
     #[serde(default)]
     pub intra_threads: usize,
+    /// Execution providers to try, in order: `"tensorrt"`, `"cuda"`, `"cpu"`. The first one
+    /// that registers serves the model; the others are fallbacks.
+    #[serde(default = "default_providers")]
+    pub providers: Vec<ProviderKind>,
+    /// `true`: if the first provider cannot be registered, linesight does not start and says
+    /// why (a missing `libnvinfer.so.10`, say). `false`: it falls back to the next one with a WARN.
+    #[serde(default)]
+    pub require_accelerator: bool,
+    /// Inferences run before the pipeline reports ready and the reject output is armed
+    /// (a TensorRT engine build, cuDNN algorithm search and lazy allocations happen here).
+    #[serde(default = "default_warmup_runs")]
+    pub warmup_runs: u32,
+    /// `[runtime.tensorrt]`: options of the TensorRT provider.
+    #[serde(default)]
+    pub tensorrt: TensorRtConfig,
+    /// `[runtime.cuda]`: options of the CUDA provider.
+    #[serde(default)]
+    pub cuda: CudaConfig,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            onnxruntime_library: None,
+            intra_threads: 0,
+            providers: default_providers(),
+            require_accelerator: false,
+            warmup_runs: default_warmup_runs(),
+            tensorrt: TensorRtConfig::default(),
+            cuda: CudaConfig::default(),
+        }
+    }
+}
+
+/// An ONNX Runtime execution provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Tensorrt,
+    Cuda,
+    Cpu,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Tensorrt => "tensorrt",
+            ProviderKind::Cuda => "cuda",
+            ProviderKind::Cpu => "cpu",
+        }
+    }
+    pub fn parse(s: &str) -> Option<ProviderKind> {
+        match s {
+            "tensorrt" => Some(ProviderKind::Tensorrt),
+            "cuda" => Some(ProviderKind::Cuda),
+            "cpu" => Some(ProviderKind::Cpu),
+            _ => None,
+        }
+    }
+}
+
+/// `[runtime.tensorrt]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorRtConfig {
+    /// GPU index.
+    #[serde(default)]
+    pub device_id: i32,
+    /// Build FP16 engines (faster on Jetson; check the drift with `linesight eval --compare-providers`).
+    #[serde(default)]
+    pub fp16: bool,
+    /// Where built engines are kept, in a sub-folder per model sha256, TensorRT version, GPU and
+    /// precision, so a new model or a new JetPack never loads a stale engine. Unset:
+    /// `$CACHE_DIRECTORY/trt` (systemd's CacheDirectory=), else `~/.cache/linesight/trt`.
+    pub engine_cache_dir: Option<PathBuf>,
+    /// Keep TensorRT's timing cache beside the engines (speeds up rebuilds after a model change).
+    #[serde(default = "yes")]
+    pub timing_cache: bool,
+    /// Builder workspace limit in MiB; 0 leaves TensorRT's default.
+    #[serde(default)]
+    pub workspace_mb: u64,
+    /// Builder optimisation level 0 to 5 (TensorRT's default is 3; higher builds longer).
+    #[serde(default = "default_trt_opt_level")]
+    pub builder_optimization_level: u8,
+}
+
+impl Default for TensorRtConfig {
+    fn default() -> Self {
+        TensorRtConfig {
+            device_id: 0,
+            fp16: false,
+            engine_cache_dir: None,
+            timing_cache: true,
+            workspace_mb: 0,
+            builder_optimization_level: default_trt_opt_level(),
+        }
+    }
+}
+
+/// `[runtime.cuda]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CudaConfig {
+    /// GPU index.
+    #[serde(default)]
+    pub device_id: i32,
+    /// cuDNN convolution algorithm search: `"exhaustive"` (best kernels, slower first run),
+    /// `"heuristic"` or `"default"`.
+    #[serde(default)]
+    pub cudnn_conv_algo_search: ConvSearch,
+    /// Capture the graph once and replay it (shapes here are static). Needs the model's inputs
+    /// and outputs at fixed device addresses, which linesight's I/O binding provides.
+    #[serde(default)]
+    pub cuda_graph: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConvSearch {
+    #[default]
+    Exhaustive,
+    Heuristic,
+    Default,
 }
 
 /// `[decision]`
@@ -438,6 +561,18 @@ impl Default for FaultsConfig {
     }
 }
 
+fn default_providers() -> Vec<ProviderKind> {
+    vec![ProviderKind::Cpu]
+}
+fn default_warmup_runs() -> u32 {
+    3
+}
+fn default_trt_opt_level() -> u8 {
+    3
+}
+fn yes() -> bool {
+    true
+}
 fn default_synth_size() -> u32 {
     256
 }
@@ -502,6 +637,47 @@ fn list(problems: &[Problem]) -> String {
         .map(|p| format!("  - {p}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+fn runtime_problems(r: &RuntimeConfig, bad: &mut impl FnMut(&str, String)) {
+    let p = &r.providers;
+    if p.is_empty() {
+        bad(
+            "runtime.providers",
+            "lists no provider; expected some of \"tensorrt\", \"cuda\", \"cpu\" in order".into(),
+        );
+    }
+    for (i, k) in p.iter().enumerate() {
+        if p[..i].contains(k) {
+            bad(
+                &format!("runtime.providers[{i}]"),
+                format!("\"{}\" is listed twice", k.as_str()),
+            );
+        }
+    }
+    if let Some(i) = p.iter().position(|k| *k == ProviderKind::Cpu) {
+        if i + 1 < p.len() {
+            bad(
+                &format!("runtime.providers[{}]", i + 1),
+                "comes after \"cpu\", which always registers, so it would never be tried".into(),
+            );
+        }
+    }
+    if r.require_accelerator && p.first().is_some_and(|k| *k == ProviderKind::Cpu) {
+        bad(
+            "runtime.require_accelerator",
+            "is true but the first provider is \"cpu\"; list \"tensorrt\" or \"cuda\" first".into(),
+        );
+    }
+    if r.tensorrt.builder_optimization_level > 5 {
+        bad(
+            "runtime.tensorrt.builder_optimization_level",
+            format!("expected 0 to 5, found {}", r.tensorrt.builder_optimization_level),
+        );
+    }
+    if r.tensorrt.device_id < 0 || r.cuda.device_id < 0 {
+        bad("runtime.*.device_id", "expected a GPU index of 0 or more".into());
+    }
 }
 
 impl Config {
@@ -609,6 +785,7 @@ impl Config {
                 "must name the folder holding model.onnx and model.toml".into(),
             );
         }
+        runtime_problems(&self.runtime, &mut bad);
         if let Some(t) = self.decision.threshold {
             if !t.is_finite() {
                 bad("decision.threshold", format!("expected a finite score, found {t}"));

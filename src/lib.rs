@@ -5,6 +5,7 @@
 //! wires them. config is the file a field engineer edits.
 
 pub mod actuate;
+pub mod bench;
 pub mod camera;
 pub mod check;
 pub mod clock;
@@ -16,5 +17,6 @@ pub mod pipeline;
 pub mod preprocess;
 pub mod record;
 pub mod score;
+pub mod service;
 pub mod trigger;
 pub mod verdict;

@@ -86,6 +86,28 @@ enum Command {
         /// ONNX Runtime library (default: as for `run`).
         #[arg(long)]
         onnxruntime_library: Option<PathBuf>,
+        /// Take [runtime] (library, providers and their options) from this config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Score on two execution providers (e.g. `cpu,cuda` or `cuda,tensorrt`) and report
+        /// the score drift, AUROC on each and verdicts that change, instead of the usual report.
+        #[arg(long, value_name = "A,B")]
+        compare_providers: Option<String>,
+    },
+    /// Measure preprocess and inference latency, throughput and memory with the configured
+    /// model, providers and camera (the scripts under bench/ drive it).
+    Bench {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Timed frames.
+        #[arg(long, default_value_t = 1000)]
+        runs: usize,
+        /// Execution providers to use instead of runtime.providers, e.g. `cuda,cpu`.
+        #[arg(long, value_delimiter = ',')]
+        providers: Vec<String>,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Set the model's threshold from good parts (optionally defects) and write it into model.toml.
     Calibrate {
@@ -178,9 +200,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             );
             if let Some(lib) = model::library::loaded() {
                 eprintln!(
-                    "linesight: ONNX Runtime {} ({}), CPU execution provider",
+                    "linesight: ONNX Runtime {} ({}), execution provider {}",
                     lib.path.display(),
-                    lib.origin
+                    lib.origin,
+                    rt.detector.serving.detail
                 );
             }
             eprintln!("linesight: camera {}", rt.source.describe());
@@ -259,14 +282,39 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             out,
             threshold,
             onnxruntime_library,
+            config,
+            compare_providers,
         } => {
-            let mut detector = eval::open_model(&model, onnxruntime_library.as_deref())?;
+            let (runtime, library) = match &config {
+                Some(path) => {
+                    let c = config::Config::load(path)?;
+                    let lib = c.runtime.onnxruntime_library.as_ref().map(|p| c.resolve(p));
+                    (c.runtime.clone(), lib)
+                }
+                None => (config::RuntimeConfig::default(), None),
+            };
+            let library = onnxruntime_library.or(library);
             let mut samples = eval::load_set(&good, false, None).context("--good")?;
             samples.extend(eval::load_set(&defect, true, masks.as_deref()).context("--defect")?);
+            if let Some(pair) = compare_providers {
+                let kinds: Vec<_> = pair.split(',').map(|s| config::ProviderKind::parse(s.trim())).collect();
+                let [Some(a), Some(b)] = kinds[..] else {
+                    anyhow::bail!("--compare-providers: expected two of tensorrt, cuda, cpu separated by a comma, found \"{pair}\"");
+                };
+                let cmp = eval::compare(&model, &runtime, library.as_deref(), (a, b), samples, threshold)?;
+                std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+                std::fs::write(out.join("compare.md"), cmp.markdown())?;
+                std::fs::write(out.join("compare.json"), serde_json::to_string_pretty(&cmp)?)?;
+                print!("{}", cmp.markdown());
+                println!("\nwritten to {}", out.join("compare.md").display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut detector = model::Detector::open(model::Manifest::load(&model)?, &runtime, library.as_deref())?;
             let threshold = threshold.unwrap_or(detector.manifest.calibration.threshold);
             let name = detector.manifest.name.clone();
             let scored = eval::score_all(&mut detector, samples, true, true)?;
-            eval::write_report(&scored, &name, &model, threshold, &out)?;
+            let resize = detector.manifest.input.resize;
+            eval::write_report(&scored, &name, &model, threshold, resize, &out)?;
             print!(
                 "{}",
                 std::fs::read_to_string(out.join("report.md"))?
@@ -307,6 +355,31 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 stats.n
             );
             println!("written to {}", model.join("model.toml").display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            config,
+            runs,
+            providers,
+            json,
+        } => {
+            let mut c = config::Config::load(&config)?;
+            if !providers.is_empty() {
+                c.runtime.providers = providers
+                    .iter()
+                    .map(|p| {
+                        config::ProviderKind::parse(p).ok_or_else(|| {
+                            anyhow::anyhow!("--providers: unknown provider \"{p}\"; expected tensorrt, cuda or cpu")
+                        })
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+            }
+            let report = linesight::bench::bench(c, runs)?;
+            print!("{report}");
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Synth {

@@ -39,7 +39,9 @@ pub struct Runtime {
 impl Runtime {
     /// Opens everything the config names: model and library, camera, output, results log.
     pub fn open(config: Config, results_override: Option<&Path>) -> anyhow::Result<Runtime> {
-        let detector = open_detector(&config)?;
+        let mut detector = open_detector(&config)?;
+        // Warm before the output is requested: its deasserted level may be the energised one.
+        warm_up(&mut detector, config.runtime.warmup_runs)?;
         let threshold = Threshold(
             config
                 .decision
@@ -65,12 +67,22 @@ impl Runtime {
     }
 }
 
-/// Reads the manifest and opens the session the config asks for.
+/// Reads the manifest and opens the session the config asks for. Every provider given
+/// up on the way is a WARN with its reason: a fallback is never silent.
 pub fn open_detector(config: &Config) -> anyhow::Result<Detector> {
     let dir = config.resolve(&config.model.dir);
     let manifest = Manifest::load(&dir).context("model.dir")?;
     let lib = config.runtime.onnxruntime_library.as_ref().map(|p| config.resolve(p));
-    Detector::open(manifest, &config.runtime, lib.as_deref())
+    let mut runtime = config.runtime.clone();
+    runtime.tensorrt.engine_cache_dir = runtime.tensorrt.engine_cache_dir.map(|p| config.resolve(&p));
+    let detector = Detector::open(manifest, &runtime, lib.as_deref())?;
+    for (kind, reason) in &detector.serving.skipped {
+        eprintln!(
+            "linesight: WARN execution provider \"{}\" not used: {reason}; falling back (runtime.require_accelerator = false)",
+            kind.as_str()
+        );
+    }
+    Ok(detector)
 }
 
 /// How a run ends.
@@ -123,12 +135,11 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
     let Runtime {
         config,
         source,
-        mut detector,
+        detector,
         reject,
         results,
         threshold,
     } = rt;
-    warm_up(&mut detector)?;
 
     let (judge_tx, judge_rx) = unbounded::<ToJudge>();
     let (frame_tx, frame_rx) = bounded::<Frame>(config.decision.queue_depth);
@@ -136,6 +147,8 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
     let (record_tx, record_rx) = unbounded::<Recorded>();
 
     eprintln!("linesight: reject output {} armed", reject.describe());
+    let (model_name, output) = (detector.manifest.name.clone(), reject.describe()); // service
+    let provider = detector.serving.detail.clone();
     let started_ns = clock::now_ns();
     let faults = config.faults.clone();
     let deadline_ns = clock::ms_to_ns(config.decision.deadline_ms);
@@ -173,16 +186,20 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
             inspect_loop(detector, frame_rx, judge_tx, faults, (save, threshold))
         })?
     };
+    crate::service::ready(&format!("model {model_name} warm, reject output {output} armed")); // systemd READY=1
     let source_result = source_loop(source, frame_tx, judge_tx, &faults, max_parts, &stop);
 
     // The source is done (or failed): the other stages drain in order.
+    crate::service::stopping(); // systemd STOPPING=1
     inspect.join().expect("inspect thread panicked");
     let late_outcomes = judge.join().expect("judge thread panicked");
     let pulses = actuator.join().expect("actuate thread panicked");
     let (stats, record_errors) = recorder.join().expect("record thread panicked");
     let camera = source_result?;
+    let mut summary = stats.summary();
+    summary.provider = provider;
     Ok(Report {
-        summary: stats.summary(),
+        summary,
         pulses,
         late_outcomes,
         record_errors,
@@ -200,15 +217,14 @@ fn spawn<T: Send + 'static>(
         .with_context(|| format!("cannot start the {name} thread"))
 }
 
-/// One inference before arming, so that the first part does not pay for lazy initialisation.
-fn warm_up(detector: &mut Detector) -> anyhow::Result<()> {
-    let n: usize = detector.manifest.input.shape.iter().product();
+/// Inferences before arming, so that no part pays for an engine build or lazy initialisation.
+fn warm_up(detector: &mut Detector, runs: u32) -> anyhow::Result<()> {
     let t = clock::now_ns();
-    detector
-        .infer(&vec![0.0; n], false)
-        .context("warm-up inference failed")?;
+    let worst = detector.warm_up(runs)?;
     eprintln!(
-        "linesight: model warm ({:.1} ms first inference)",
+        "linesight: model warm on {} ({} runs in {:.1} ms, slowest {worst:.1} ms)",
+        detector.serving.detail,
+        runs.max(1),
         clock::ns_to_ms(clock::now_ns() - t)
     );
     Ok(())
@@ -283,9 +299,10 @@ fn inspect_loop(
     faults: FaultsConfig,
     (save, threshold): (SaveImages, Threshold),
 ) {
-    let mut tensor = Vec::new();
+    let spec = detector.manifest.input.clone();
     let want_map = save != SaveImages::None && detector.manifest.outputs.anomaly_map.is_some();
     for frame in frames {
+        crate::service::inspecting(true); // service: a frame stuck here withholds the watchdog
         let t0 = clock::now_ns();
         let mut latency = StageLatency {
             queue_ms: Some(clock::ns_to_ms(t0.saturating_sub(frame.capture_ns))),
@@ -293,7 +310,8 @@ fn inspect_loop(
         };
         let result = (|| {
             let pixels = frame.image.as_ref().map_err(|e| (e.reason, e.detail.clone()))?;
-            preprocess::to_tensor(pixels, &detector.manifest.input, &mut tensor)
+            // written straight into the bound input tensor: no copy, no allocation
+            preprocess::to_tensor(pixels, &spec, detector.input_mut())
                 .map_err(|e| (Reason::BrokenFrame, e.to_string()))?;
             let t1 = clock::now_ns();
             latency.preprocess_ms = Some(clock::ns_to_ms(t1 - t0));
@@ -307,7 +325,7 @@ fn inspect_loop(
                 ));
             }
             let inspection = detector
-                .infer(&tensor, want_map)
+                .run(want_map)
                 .map_err(|e| (Reason::InferenceError, format!("{e:#}")))?;
             latency.inference_ms = Some(clock::ns_to_ms(clock::now_ns() - t1));
             Ok(inspection)
@@ -317,13 +335,18 @@ fn inspect_loop(
                 let keep = save == SaveImages::All
                     || (save == SaveImages::Rejects && threshold.judge(inspection.score) != Reason::BelowThreshold);
                 let snapshot = match (keep, inspection.anomaly_map, frame.image) {
-                    (true, Some(map), Ok(pixels)) => Some(Snapshot { pixels, map }),
+                    (true, Some(map), Ok(pixels)) => Some(Snapshot {
+                        pixels,
+                        map,
+                        resize: spec.resize,
+                    }),
                     _ => None,
                 };
                 (Ok(inspection.score), snapshot)
             }
             Err(e) => (Err(e), None),
         };
+        crate::service::inspecting(false); // service
         if judge
             .send(ToJudge::Outcome(Outcome {
                 id: frame.id,
@@ -353,6 +376,8 @@ fn judge_loop(
     let mut late = 0u64;
     let mut open = true;
     loop {
+        // service: the judge's heartbeat feeds the systemd watchdog.
+        crate::service::beat();
         // Decide everything at the front that can be decided now.
         while let Some(front) = pending.front() {
             let due = front.capture_ns + deadline_ns;
@@ -375,6 +400,7 @@ fn judge_loop(
             if let Some([start_ns, end_ns]) = record.eject_ns {
                 let _ = windows.send(Window { start_ns, end_ns });
             }
+            crate::service::decided(record.eject_ns.is_some()); // service
             let _ = records.send(Recorded { record, snapshot });
         }
         if !open && pending.is_empty() {
@@ -385,12 +411,13 @@ fn judge_loop(
             .map(|f| Duration::from_nanos((f.capture_ns + deadline_ns).saturating_sub(clock::now_ns())));
         if !open {
             // Nothing more will arrive: wait out the front part's deadline.
-            std::thread::sleep(wait.unwrap_or_default());
+            std::thread::sleep(wait.unwrap_or_default().min(crate::service::beat_wait())); // service
             continue;
         }
         let msg = match wait {
-            Some(w) => inbox.recv_timeout(w),
-            None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            // service: wake at least every beat_wait(), so that an idle line still beats.
+            Some(w) => inbox.recv_timeout(w.min(crate::service::beat_wait())),
+            None => inbox.recv_timeout(crate::service::beat_wait()),
         };
         match msg {
             Ok(ToJudge::Captured(mut c)) => {

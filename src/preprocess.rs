@@ -5,7 +5,7 @@
 //! scores on the line are the scores seen in training and calibration.
 
 use crate::camera::{PixelFormat, Pixels};
-use crate::model::{Channels, InputSpec};
+use crate::model::{Channels, InputSpec, Resize};
 use image::{imageops, ImageBuffer, Luma, Rgb};
 use std::borrow::Cow;
 
@@ -24,8 +24,9 @@ pub enum PreprocessError {
     Empty { width: u32, height: u32 },
 }
 
-/// Fills `out` (len C·H·W, reused across frames) with the model input for `pixels`.
-pub fn to_tensor(pixels: &Pixels, spec: &InputSpec, out: &mut Vec<f32>) -> Result<(), PreprocessError> {
+/// Fills `out` (exactly C·H·W values: the detector's bound input tensor) with the model
+/// input for `pixels`.
+pub fn to_tensor(pixels: &Pixels, spec: &InputSpec, out: &mut [f32]) -> Result<(), PreprocessError> {
     let (w, h) = (pixels.width, pixels.height);
     if w == 0 || h == 0 {
         return Err(PreprocessError::Empty { width: w, height: h });
@@ -42,19 +43,32 @@ pub fn to_tensor(pixels: &Pixels, spec: &InputSpec, out: &mut Vec<f32>) -> Resul
     }
     let (tw, th) = (spec.width() as u32, spec.height() as u32);
     let plane = (tw * th) as usize;
-    out.resize(plane * spec.channel_count(), 0.0);
+    assert_eq!(
+        out.len(),
+        plane * spec.channel_count(),
+        "tensor size is the manifest's input shape"
+    );
     let [lo, hi] = spec.value_range;
     let scale = (hi - lo) / 255.0;
+    // Where the image lands: all of the input (stretch) or a centred box (letterbox),
+    // the rest padded with pixel value 0, as train.py pads.
+    let (x0, y0, nw, nh) = placement(spec.resize, (w, h), (tw, th));
+    let norm = |v: u8, c: usize| (lo + v as f32 * scale - spec.mean[c]) / spec.std[c];
+    if (nw, nh) != (tw, th) {
+        for c in 0..spec.channel_count() {
+            out[c * plane..(c + 1) * plane].fill(norm(0, c));
+        }
+    }
+    let at = |x: u32, y: u32| ((y + y0) * tw + x + x0) as usize;
     match spec.channels {
         Channels::Gray => {
             let gray: Cow<[u8]> = match pixels.format {
                 PixelFormat::Gray8 => Cow::Borrowed(&pixels.data),
                 PixelFormat::Rgb8 => pixels.data.chunks_exact(3).map(|p| luma(p[0], p[1], p[2])).collect(),
             };
-            let img = resized::<Luma<u8>>(&gray, (w, h), (tw, th));
-            let (m, s) = (spec.mean[0], spec.std[0]);
-            for (o, p) in out.iter_mut().zip(img.iter()) {
-                *o = (lo + *p as f32 * scale - m) / s;
+            let img = resized::<Luma<u8>>(&gray, (w, h), (nw, nh));
+            for (i, p) in img.iter().enumerate() {
+                out[at(i as u32 % nw, i as u32 / nw)] = norm(*p, 0);
             }
         }
         Channels::Rgb => {
@@ -62,16 +76,34 @@ pub fn to_tensor(pixels: &Pixels, spec: &InputSpec, out: &mut Vec<f32>) -> Resul
                 PixelFormat::Rgb8 => Cow::Borrowed(&pixels.data),
                 PixelFormat::Gray8 => pixels.data.iter().flat_map(|g| [*g; 3]).collect(),
             };
-            let img = resized::<Rgb<u8>>(&rgb, (w, h), (tw, th));
+            let img = resized::<Rgb<u8>>(&rgb, (w, h), (nw, nh));
             // Interleaved HWC → planar CHW.
             for (i, p) in img.chunks_exact(3).enumerate() {
+                let o = at(i as u32 % nw, i as u32 / nw);
                 for c in 0..3 {
-                    out[c * plane + i] = (lo + p[c] as f32 * scale - spec.mean[c]) / spec.std[c];
+                    out[c * plane + o] = norm(p[c], c);
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Where a `from`-sized image lands in the `to`-sized input: (x0, y0, width, height).
+/// Letterbox keeps the aspect: the longer side fills the input, rounded half up in
+/// integers exactly as train.py's `letterbox_rect`.
+pub fn placement(resize: Resize, (w, h): (u32, u32), (tw, th): (u32, u32)) -> (u32, u32, u32, u32) {
+    match resize {
+        Resize::Stretch => (0, 0, tw, th),
+        Resize::Letterbox => {
+            // train.py's models are square; for a non-square input the scale fits both sides.
+            let (w, h, tw, th) = (w as u64, h as u64, tw as u64, th as u64);
+            let (num, den) = if w * th >= h * tw { (tw, w) } else { (th, h) };
+            let nw = ((2 * w * num + den) / (2 * den)).clamp(1, tw);
+            let nh = ((2 * h * num + den) / (2 * den)).clamp(1, th);
+            (((tw - nw) / 2) as u32, ((th - nh) / 2) as u32, nw as u32, nh as u32)
+        }
+    }
 }
 
 /// ITU-R 601 luma with PIL's fixed-point rounding (PIL's "L" conversion).
@@ -96,7 +128,6 @@ fn resized<P: image::Pixel<Subpixel = u8> + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Resize;
 
     fn spec(channels: Channels, size: usize) -> InputSpec {
         let c = if channels == Channels::Gray { 1 } else { 3 };
@@ -119,7 +150,7 @@ mod tests {
             format: PixelFormat::Gray8,
             data: vec![0, 255],
         };
-        let mut out = Vec::new();
+        let mut out = vec![0.0; 2];
         to_tensor(&px, &spec(Channels::Gray, 1).clone_with_size(2, 1), &mut out).unwrap();
         assert_eq!(out, vec![-1.0, 1.0]);
     }
@@ -132,7 +163,7 @@ mod tests {
             format: PixelFormat::Rgb8,
             data: vec![255, 0, 0],
         };
-        let mut out = Vec::new();
+        let mut out = vec![0.0; 1];
         to_tensor(&px, &spec(Channels::Gray, 1), &mut out).unwrap();
         // PIL: L = 76 for pure red.
         assert!((out[0] - ((76.0 / 255.0 - 0.5) / 0.5)).abs() < 1e-6);
@@ -146,7 +177,7 @@ mod tests {
             format: PixelFormat::Rgb8,
             data: vec![255, 0, 255],
         };
-        let mut out = Vec::new();
+        let mut out = vec![0.0; 3];
         to_tensor(&px, &spec(Channels::Rgb, 1), &mut out).unwrap();
         assert_eq!(out, vec![1.0, -1.0, 1.0]);
     }
@@ -159,7 +190,7 @@ mod tests {
             format: PixelFormat::Gray8,
             data: vec![128; 640 * 120],
         };
-        let mut out = Vec::new();
+        let mut out = vec![0.0; 64 * 64];
         to_tensor(&px, &spec(Channels::Gray, 64), &mut out).unwrap();
         assert_eq!(out.len(), 64 * 64);
         assert!(out.iter().all(|v| (v - (128.0 / 255.0 - 0.5) / 0.5).abs() < 1e-6));
@@ -173,11 +204,39 @@ mod tests {
             format: PixelFormat::Gray8,
             data: vec![0; 50],
         };
-        let err = to_tensor(&px, &spec(Channels::Gray, 8), &mut Vec::new()).unwrap_err();
+        let err = to_tensor(&px, &spec(Channels::Gray, 8), &mut [0.0; 64]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "broken frame: 10x10 Gray8 needs 100 bytes, the buffer holds 50"
         );
+    }
+
+    #[test]
+    fn letterbox_keeps_the_aspect_and_pads_with_black() {
+        let px = Pixels {
+            width: 4,
+            height: 2,
+            format: PixelFormat::Gray8,
+            data: vec![255; 8],
+        };
+        let mut sp = spec(Channels::Gray, 4);
+        sp.resize = Resize::Letterbox;
+        let mut out = vec![9.0; 16];
+        to_tensor(&px, &sp, &mut out).unwrap();
+        // 4x2 fills rows 1 and 2 of the 4x4 input; rows 0 and 3 are padding (pixel 0 → -1).
+        let rows: Vec<&[f32]> = out.chunks(4).collect();
+        assert_eq!(rows[0], [-1.0; 4]);
+        assert_eq!(rows[1], [1.0; 4]);
+        assert_eq!(rows[2], [1.0; 4]);
+        assert_eq!(rows[3], [-1.0; 4]);
+    }
+
+    #[test]
+    fn letterbox_placement_matches_train_py() {
+        // train.py letterbox_rect(593, 261, 256) == (0, 71, 256, 113); (248, 373, 256) == (42, 0, 170, 256)
+        assert_eq!(placement(Resize::Letterbox, (593, 261), (256, 256)), (0, 71, 256, 113));
+        assert_eq!(placement(Resize::Letterbox, (248, 373), (256, 256)), (43, 0, 170, 256));
+        assert_eq!(placement(Resize::Stretch, (593, 261), (256, 256)), (0, 0, 256, 256));
     }
 
     impl InputSpec {

@@ -20,8 +20,9 @@
 #   board/qemu-virt/camera-test.sh [--pulses N] [--recheck]
 #
 # Needs the aarch64 build first (cargo zigbuild --release --target
-# aarch64-unknown-linux-gnu.2.31); builds examples/v4l2_feed the same way. Shares run-test.sh's cache (.cache/root); the
-# last run's files stay in .cache/camera-last.
+# aarch64-unknown-linux-gnu.2.31); builds examples/v4l2_feed the same way. The
+# kernel and libraries are cached in .cache/camera-root; the last run's files stay
+# in .cache/camera-last.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)

@@ -1,6 +1,7 @@
-# Shared by the qemu-virt board scripts (sourced): host tools, the cached arm64
-# kernel/busybox/libraries, and the base of an initramfs. run-test.sh carries the
-# same steps inline; camera-test.sh uses these.
+# For the qemu-virt camera test (sourced by camera-test.sh): host tools, the cached
+# arm64 kernel/busybox/libraries with the media modules, and the base of an initramfs.
+# run-test.sh carries the same steps inline and prunes its cache (.cache/root) to the
+# modules it needs, so this keeps its own: .cache/camera-root.
 # Expects: here (this folder), repo (the repository root), cache ($here/.cache).
 
 say() { echo "qemu-virt: $*"; }
@@ -24,9 +25,9 @@ board_host_tools() {
 # The Debian 12 arm64 kernel, busybox-static and the arm64 runtime libraries, with
 # apt-get download into a private apt tree in the cache (nothing on the host changes).
 board_fetch() {
-    [ -e "$cache/root/.complete" ] && return
-    local apt=$cache/apt
-    mkdir -p "$apt/lists/partial" "$apt/archives/partial" "$apt/etc/preferences.d" "$apt/etc/sources.list.d" "$cache/debs"
+    [ -e "$cache/camera-root/.complete" ] && return
+    local apt=$cache/camera-apt debs=$cache/camera-debs
+    mkdir -p "$apt/lists/partial" "$apt/archives/partial" "$apt/etc/preferences.d" "$apt/etc/sources.list.d" "$debs"
     cat >"$apt/etc/sources.list" <<SOURCES
 deb [arch=arm64] http://deb.debian.org/debian bookworm main
 deb [arch=arm64] http://deb.debian.org/debian bookworm-updates main
@@ -45,16 +46,25 @@ SOURCES
     [ -n "$kpkg" ] || die "cannot find the kernel package behind linux-image-arm64"
     local pkgs=("$kpkg" busybox-static libc6-arm64-cross libstdc++6-arm64-cross libgcc-s1-arm64-cross)
     say "apt-get download ${pkgs[*]}"
-    (cd "$cache/debs" && rm -f ./*.deb && apt-get "${o[@]}" download "${pkgs[@]}")
-    rm -rf "$cache/root.new" && mkdir -p "$cache/root.new"
-    for d in "$cache"/debs/*.deb; do dpkg-deb -x "$d" "$cache/root.new"; done
-    rm -rf "$cache/root" && mv "$cache/root.new" "$cache/root"
-    touch "$cache/root/.complete"
+    (cd "$debs" && rm -f ./*.deb && apt-get "${o[@]}" download "${pkgs[@]}")
+    local new=$cache/camera-root.new kv
+    rm -rf "$new" && mkdir -p "$new"
+    for d in "$debs"/*.deb; do dpkg-deb -x "$d" "$new"; done
+    # Keep what the initramfs takes: the kernel, the virtio disk and media modules,
+    # busybox, the libraries.
+    kv=$(ls "$new/lib/modules")
+    mkdir -p "$new/keep/drivers/block"
+    mv "$new/lib/modules/$kv/kernel/drivers/virtio" "$new/lib/modules/$kv/kernel/drivers/media" "$new/keep/drivers/"
+    mv "$new/lib/modules/$kv/kernel/drivers/block/virtio_blk.ko" "$new/keep/drivers/block/"
+    rm -rf "$new/lib/modules/$kv" "$new/usr/share" && mkdir -p "$new/lib/modules/$kv"
+    mv "$new/keep" "$new/lib/modules/$kv/kernel"
+    rm -rf "$cache/camera-root" "$debs" "$apt" && mv "$new" "$cache/camera-root"
+    touch "$cache/camera-root/.complete"
 }
 
 # Sets kernel, kver and modules (the kernel's module tree) from the cache.
 board_kernel() {
-    root=$cache/root
+    root=$cache/camera-root
     kernel=$(ls "$root"/boot/vmlinuz-*-arm64 | head -1)
     kver=${kernel##*/vmlinuz-}
     modules=$root/lib/modules/$kver/kernel

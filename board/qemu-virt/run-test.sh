@@ -26,7 +26,7 @@
 # files stay in .cache/last (or .cache/last-broken-line): console.log, trace.log,
 # out/results.jsonl, out/run.log, initramfs.cpio.
 # QEMU_CPU (default cortex-a76, the Jetson Orin's core class) and QEMU_SMP
-# (default 2) choose the virtual CPU.
+# (default 2) choose the virtual CPU; QEMU another qemu-system-aarch64.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -42,7 +42,7 @@ while [ $# -gt 0 ]; do
         --broken-line) broken_line=1; shift ;;
         --expect-pulse-ms) expect+=(--expect-pulse-ms "$2"); shift 2 ;;
         --recheck) recheck=1; shift ;;
-        -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "qemu-virt: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -67,8 +67,9 @@ if [ "$recheck" = 1 ]; then
 fi
 
 # --- host tools --------------------------------------------------------------
+qemu=${QEMU:-qemu-system-aarch64}
 need=()
-command -v qemu-system-aarch64 >/dev/null || need+=(qemu-system-arm)
+command -v "$qemu" >/dev/null || need+=(qemu-system-arm)
 command -v cpio >/dev/null || need+=(cpio)
 command -v python3 >/dev/null || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
@@ -77,8 +78,8 @@ if [ ${#need[@]} -gt 0 ]; then
     "${sudo[@]}" apt-get update -qq
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-qemu-system-aarch64 -trace help 2>/dev/null | grep -qx pl061_set_output \
-    || die "this qemu-system-aarch64 ($(qemu-system-aarch64 --version | head -1)) has no pl061_set_output trace event"
+"$qemu" -trace help 2>/dev/null | grep -qx pl061_set_output \
+    || die "this $qemu ($("$qemu" --version | head -1)) has no pl061_set_output trace event"
 
 # --- what goes into the VM ---------------------------------------------------
 bin=$repo/target/aarch64-unknown-linux-gnu/release/linesight
@@ -113,9 +114,19 @@ SOURCES
     local pkgs=("$kpkg" busybox-static libc6-arm64-cross libstdc++6-arm64-cross libgcc-s1-arm64-cross)
     say "apt-get download ${pkgs[*]}"
     (cd "$cache/debs" && rm -f ./*.deb && apt-get "${o[@]}" download "${pkgs[@]}")
-    rm -rf "$cache/root.new" && mkdir -p "$cache/root.new"
-    for d in "$cache"/debs/*.deb; do dpkg-deb -x "$d" "$cache/root.new"; done
-    rm -rf "$cache/root" && mv "$cache/root.new" "$cache/root"
+    local new=$cache/root.new
+    rm -rf "$new" && mkdir -p "$new"
+    for d in "$cache"/debs/*.deb; do dpkg-deb -x "$d" "$new"; done
+    # Keep what the initramfs takes: the kernel, two modules, busybox, the libraries.
+    local kv
+    kv=$(ls "$new/lib/modules")
+    mkdir -p "$new/keep/drivers/virtio" "$new/keep/drivers/block"
+    mv "$new/lib/modules/$kv/kernel/drivers/virtio/virtio_mmio.ko" "$new/keep/drivers/virtio/"
+    mv "$new/lib/modules/$kv/kernel/drivers/block/virtio_blk.ko" "$new/keep/drivers/block/"
+    rm -rf "$new/lib/modules/$kv" "$new/usr/share" && mkdir -p "$new/lib/modules/$kv"
+    mv "$new/keep" "$new/lib/modules/$kv/kernel"
+    (cd "$cache/debs" && ls) >"$new/packages.txt"
+    rm -rf "$cache/root" "$cache/debs" "$apt" && mv "$new" "$cache/root"
     touch "$cache/root/.complete"
 }
 if [ ! -e "$cache/root/.complete" ]; then
@@ -126,7 +137,7 @@ root=$cache/root
 kernel=$(ls "$root"/boot/vmlinuz-*-arm64 | head -1)
 kver=${kernel##*/vmlinuz-}
 modules=$root/lib/modules/$kver/kernel
-say "kernel $kver, $(cd "$cache/debs" && ls | sed 's/_.*//' | grep -v '^linux-image' | tr '\n' ' ')(cached in ${cache#"$repo"/})"
+say "from ${cache#"$repo"/}: $(sed 's/_.*//' "$root/packages.txt" | tr '\n' ' ')"
 
 # --- the initramfs -----------------------------------------------------------
 run=$cache/run.$$
@@ -165,10 +176,10 @@ say "initramfs $(du -m "$run/initramfs.cpio" | cut -f1) MiB: linesight $(git -C 
 # --- boot ----------------------------------------------------------------------
 echo "$parts" >"$run/parts"
 truncate -s 16M "$run/out.img"
-say "booting qemu-system-aarch64 -M virt -cpu ${QEMU_CPU:-cortex-a76} -smp ${QEMU_SMP:-2} ($(qemu-system-aarch64 --version | head -1 | sed 's/.*version \([^ ]*\).*/QEMU \1/')): $parts parts"
+say "booting qemu-system-aarch64 -M virt -cpu ${QEMU_CPU:-cortex-a76} -smp ${QEMU_SMP:-2} ($("$qemu" --version | head -1 | sed 's/.*version \([^ ]*\).*/QEMU \1/')): $parts parts"
 boot_t0=$(date +%s.%N)
 set +e
-timeout 900 qemu-system-aarch64 -M virt -cpu "${QEMU_CPU:-cortex-a76}" -smp "${QEMU_SMP:-2}" -m 1024 \
+timeout 600 "$qemu" -M virt -cpu "${QEMU_CPU:-cortex-a76}" -smp "${QEMU_SMP:-2}" -m 1024 \
     -nodefaults -no-reboot -display none -serial stdio \
     -kernel "$kernel" -initrd "$run/initramfs.cpio" \
     -append "console=ttyAMA0 rdinit=/init quiet loglevel=3 panic=-1 linesight.config=$config linesight.parts=$parts" \

@@ -127,15 +127,38 @@ def find_mask(p: Path) -> Path | None:
     return None
 
 
-def decode(path: Path, channels: str | None, size: int) -> np.ndarray:
-    """The input contract: PIL decode, stretch-resize to size x size (bilinear), convert
-    to L or RGB, uint8. (Images that are not already 8-bit L/RGB are first converted to
-    8-bit L or RGB so that the resize is bilinear.) Returns uint8 [C, size, size]."""
+RESIZE_POLICIES = ("stretch", "letterbox")
+
+
+def letterbox_rect(w: int, h: int, size: int) -> tuple[int, int, int, int]:
+    """Where a w x h image lands in the size x size letterbox: (x0, y0, nw, nh). The longer
+    side becomes `size`; integer round-half-up, as linesight's preprocess computes it."""
+    m = max(w, h)
+    nw = max(1, (2 * w * size + m) // (2 * m))
+    nh = max(1, (2 * h * size + m) // (2 * m))
+    return (size - nw) // 2, (size - nh) // 2, nw, nh
+
+
+def fit(im: Image.Image, size: int, resize: str, resample, pad=0) -> Image.Image:
+    """stretch: each axis to size (aspect lost); letterbox: aspect kept, centred on a
+    constant `pad` background."""
+    if resize == "stretch":
+        return im.resize((size, size), resample)
+    x0, y0, nw, nh = letterbox_rect(im.size[0], im.size[1], size)
+    canvas = Image.new(im.mode, (size, size), pad)
+    canvas.paste(im.resize((nw, nh), resample), (x0, y0))
+    return canvas
+
+
+def decode(path: Path, channels: str | None, size: int, resize: str = "stretch") -> np.ndarray:
+    """The input contract: PIL decode, resize to size x size by the policy (bilinear),
+    convert to L or RGB, uint8. (Images that are not already 8-bit L/RGB are first
+    converted to 8-bit L or RGB so that the resize is bilinear.) Returns uint8 [C, size, size]."""
     with Image.open(path) as im:
         im.load()
         if im.mode not in ("L", "RGB"):
             im = im.convert("L" if im.mode in GRAY_MODES else "RGB")
-        im = im.resize((size, size), Image.BILINEAR)
+        im = fit(im, size, resize, Image.BILINEAR)
         im = im.convert("L" if channels == "gray" else "RGB")
         a = np.asarray(im, dtype=np.uint8)
     if a.ndim == 2:
@@ -155,16 +178,29 @@ def is_gray_image(path: Path) -> bool:
     return int(np.abs(a[..., 0] - a[..., 1]).max()) <= 3 and int(np.abs(a[..., 1] - a[..., 2]).max()) <= 3
 
 
-def load_images(paths: list[Path], channels: str, size: int, workers: int = 8) -> np.ndarray:
+def load_images(paths: list[Path], channels: str, size: int, resize: str, workers: int = 8) -> np.ndarray:
     with concurrent.futures.ThreadPoolExecutor(workers) as ex:
-        arrs = list(ex.map(lambda p: decode(p, channels, size), paths))
+        arrs = list(ex.map(lambda p: decode(p, channels, size, resize), paths))
     return np.stack(arrs) if arrs else np.zeros((0, 1 if channels == "gray" else 3, size, size), np.uint8)
 
 
-def load_mask(path: Path, size: int) -> np.ndarray:
+def load_mask(path: Path, size: int, resize: str) -> np.ndarray:
     with Image.open(path) as im:
-        im = im.convert("L").resize((size, size), Image.NEAREST)
+        im = fit(im.convert("L"), size, resize, Image.NEAREST)
         return np.asarray(im) > 127
+
+
+def content_mask(path: Path, size: int, resize: str) -> np.ndarray:
+    """The model-input pixels that show the image (not letterbox padding)."""
+    with Image.open(path) as im:
+        w, h = im.size
+    m = np.zeros((size, size), bool)
+    if resize == "stretch":
+        m[:] = True
+    else:
+        x0, y0, nw, nh = letterbox_rect(w, h, size)
+        m[y0:y0 + nh, x0:x0 + nw] = True
+    return m
 
 
 def to_model_input(u8: torch.Tensor) -> torch.Tensor:
@@ -327,6 +363,52 @@ class Discriminator(nn.Module):
         return self.head(x).flatten(1).mean(1), feats
 
 
+class SegHead(nn.Module):
+    """The discriminative half (DRAEM-style): sees the input and the generator's restoration
+    side by side and paints, per pixel, the logit that the pixel is a defect. Trained on the
+    synthetic defects' masks, it learns which input-vs-restoration differences matter, so
+    the textured noise that a pure residual map cannot tell from a defect is ignored.
+    A small U-Net: two 3x3 convs per level, max-pool down, nearest up, skips at every level."""
+
+    def __init__(self, c: int, size: int, width: int = 32, max_width: int = 128):
+        super().__init__()
+        L = max(2, min(4, n_levels(size)))
+        self.chans = [min(width * 2 ** i, max_width) for i in range(L)]
+
+        def block(ci, co):
+            return nn.Sequential(nn.Conv2d(ci, co, 3, 1, 1, bias=False), nn.BatchNorm2d(co), nn.ReLU(inplace=True),
+                                 nn.Conv2d(co, co, 3, 1, 1, bias=False), nn.BatchNorm2d(co), nn.ReLU(inplace=True))
+
+        ci = 2 * c
+        self.down = nn.ModuleList()
+        for co in self.chans:
+            self.down.append(block(ci, co))
+            ci = co
+        self.up = nn.ModuleList(block(self.chans[i + 1] + self.chans[i], self.chans[i]) for i in range(L - 2, -1, -1))
+        self.out = nn.Conv2d(self.chans[0], 1, 1)
+
+    def forward(self, x, xh):
+        h = torch.cat([x, xh], 1)
+        skips = []
+        for i, b in enumerate(self.down):
+            if i > 0:
+                h = F.max_pool2d(h, 2)
+            h = b(h)
+            skips.append(h)
+        for j, b in enumerate(self.up):
+            h = F.interpolate(h, scale_factor=2.0, mode="nearest")
+            h = b(torch.cat([h, skips[len(skips) - 2 - j]], 1))
+        return self.out(h)
+
+
+def focal_loss(logit: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Binary focal loss: defect pixels are few; easy background pixels are down-weighted."""
+    ce = F.binary_cross_entropy_with_logits(logit, target, reduction="none")
+    p = torch.sigmoid(logit)
+    pt = p * target + (1 - p) * (1 - target)
+    return (ce * (1 - pt) ** gamma).mean()
+
+
 # --------------------------------------------------------------------------- losses
 
 
@@ -400,9 +482,32 @@ def perlin_mixed(n: int, size: int, device, min_res: int = 1, max_res: int | Non
     return out
 
 
-def anomaly_masks(n: int, size: int, device) -> torch.Tensor:
+def stroke_masks(n: int, size: int, device, segments: int = 12) -> torch.Tensor:
+    """Thin curved strokes (scratches, cracks: the commonest defect shape on any surface):
+    a random walk of `segments` segments with smoothly turning direction, 1-3 px wide at
+    256 px, [n,S,S] in {0,1}."""
+    yy, xx = torch.meshgrid(torch.arange(size, device=device, dtype=torch.float32) + 0.5,
+                            torch.arange(size, device=device, dtype=torch.float32) + 0.5, indexing="ij")
+    p = torch.stack([xx, yy], -1)[None]  # [1,S,S,2]
+    a = torch.rand(n, 2, device=device) * size
+    ang = torch.rand(n, device=device) * (2 * math.pi)
+    seg_len = size * (0.02 + 0.06 * torch.rand(n, device=device))
+    dmin = torch.full((n, size, size), float("inf"), device=device)
+    for _ in range(segments):
+        ang = ang + 0.4 * torch.randn(n, device=device)
+        b = a + torch.stack([torch.cos(ang), torch.sin(ang)], -1) * seg_len[:, None]
+        ab = (b - a)[:, None, None]
+        ap = p - a[:, None, None]
+        t = ((ap * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-6)).clamp(0, 1)
+        dmin = torch.minimum(dmin, (ap - t[..., None] * ab).norm(dim=-1))
+        a = b
+    width = (0.5 + 1.0 * torch.rand(n, 1, 1, device=device)) * max(1.0, size / 256.0)
+    return (dmin <= width).float()
+
+
+def anomaly_masks(n: int, size: int, device, stroke_frac: float = 0.3) -> torch.Tensor:
     """Perlin-shaped blobs, mostly confined to a random ellipse (defects are usually small),
-    [n,1,S,S] in {0,1}."""
+    or (a fraction `stroke_frac`) thin strokes, [n,1,S,S] in {0,1}."""
     noise = perlin_mixed(n, size, device, min_res=2, max_res=max(2, size // 8))
     thr = 0.15 + 0.35 * torch.rand(n, 1, 1, device=device)
     m = (noise > thr).float()
@@ -410,14 +515,17 @@ def anomaly_masks(n: int, size: int, device) -> torch.Tensor:
     xx = torch.arange(size, device=device, dtype=torch.float32)[None, None, :]
     cy = torch.rand(n, 1, 1, device=device) * size
     cx = torch.rand(n, 1, 1, device=device) * size
-    ry = size * (0.04 + 0.26 * torch.rand(n, 1, 1, device=device))
-    rx = size * (0.04 + 0.26 * torch.rand(n, 1, 1, device=device))
+    ry = size * (0.02 + 0.28 * torch.rand(n, 1, 1, device=device))
+    rx = size * (0.02 + 0.28 * torch.rand(n, 1, 1, device=device))
     ell = (((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1).float()
     local = (torch.rand(n, 1, 1, device=device) < 0.8).float()
     m = m * (local * ell + (1 - local))
     # never empty: fall back to the ellipse itself
     empty = (m.flatten(1).sum(1) < 4).float()[:, None, None]
     m = m * (1 - empty) + ell * empty
+    if stroke_frac > 0:
+        st = torch.rand(n, 1, 1, device=device) < stroke_frac
+        m = torch.where(st, stroke_masks(n, size, device), m)
     return m[:, None]
 
 
@@ -465,13 +573,16 @@ def corrupt(x: torch.Tensor, prob: float) -> tuple[torch.Tensor, torch.Tensor]:
 # --------------------------------------------------------------------------- scoring graph
 
 MAP_VARIANTS = {
-    # name: weights of the components (residual, ssim, disc)
-    "res": (1.0, 0.0, 0.0),
-    "res+ssim": (1.0, 1.0, 0.0),
-    "res+disc": (1.0, 0.0, 1.0),
-    "res+ssim+disc": (1.0, 1.0, 1.0),
-    "ssim": (0.0, 1.0, 0.0),
+    # name: weights of the components (residual, ssim, disc, seg)
+    "res": (1.0, 0.0, 0.0, 0.0),
+    "res+ssim": (1.0, 1.0, 0.0, 0.0),
+    "res+disc": (1.0, 0.0, 1.0, 0.0),
+    "res+ssim+disc": (1.0, 1.0, 1.0, 0.0),
+    "ssim": (0.0, 1.0, 0.0, 0.0),
+    "seg": (0.0, 0.0, 0.0, 1.0),
+    "seg+res": (1.0, 0.0, 0.0, 1.0),
 }
+SEG_VARIANTS = ("seg", "seg+res")
 
 
 class Scorer(nn.Module):
@@ -483,6 +594,7 @@ class Scorer(nn.Module):
       ssim:     (1 - SSIM(x, G(x))) / 2, channel mean;
       disc:     |f_l(x) - f_l(G(x))| channel mean over the discriminator's first feature maps,
                 upsampled and averaged;
+      seg:      sigmoid(SegHead(x, G(x))), the defect probability painted by the segmentation head;
     each component divided by its mean over good training images (so weights are comparable).
     With pixel statistics (pix_mu, pix_sd: per-pixel mean and spread of the smoothed map over
     good training images), the map is (map - mu) / sd: how unusual each pixel is *for that
@@ -490,10 +602,13 @@ class Scorer(nn.Module):
     perfectly; this stops them from drowning small defects elsewhere.
     score = max over the map after a k x k average pooling (defects are small)."""
 
-    def __init__(self, G: Generator | None, D: Discriminator | None, size: int, weights=(1.0, 0.0, 0.0),
-                 norms=(1.0, 1.0, 1.0), pool: int = 8, sigma: float = 2.0, disc_layers: int = 2,
-                 pix_stats=None):
+    def __init__(self, G: Generator | None, D: Discriminator | None, size: int, weights=(1.0, 0.0, 0.0, 0.0),
+                 norms=(1.0, 1.0, 1.0, 1.0), pool: int = 8, sigma: float = 2.0, disc_layers: int = 2,
+                 pix_stats=None, seg: SegHead | None = None):
         super().__init__()
+        weights = tuple(weights) + (0.0,) * (4 - len(weights))
+        norms = tuple(norms) + (1.0,) * (4 - len(norms))
+        self.seg = seg if weights[3] > 0 else None
         self.pix = pix_stats is not None
         if self.pix:
             self.register_buffer("pix_mu", pix_stats[0].clone())
@@ -532,6 +647,10 @@ class Scorer(nn.Module):
                 d = F.interpolate((a - b).abs().mean(1, keepdim=True), size=(S, S), mode="bilinear", align_corners=False)
                 acc = d if acc is None else acc + d
             out.append(acc / len(fa))
+        else:
+            out.append(None)
+        if self.w[3] != 0 and self.seg is not None:
+            out.append(torch.sigmoid(self.seg(x, xh)))
         else:
             out.append(None)
         return out
@@ -605,7 +724,7 @@ def make_monitor(G, S, xval_u8: torch.Tensor, device, seed: int):
     return monitor
 
 
-def train(args, G, D, xtrain_u8, device, t_start, monitor=None):
+def train(args, G, D, xtrain_u8, device, t_start, monitor=None, Sg=None):
     """Adversarial restoration training. Returns (epochs completed, steps)."""
     N = xtrain_u8.shape[0]
     bs = max(2, min(args.batch_size, N))
@@ -613,6 +732,7 @@ def train(args, G, D, xtrain_u8, device, t_start, monitor=None):
     epochs = args.epochs if args.epochs > 0 else max(1, math.ceil(args.steps / steps_per_epoch))
     optG = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.5, 0.999))
     optD = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(0.5, 0.999))
+    optS = torch.optim.Adam(Sg.parameters(), lr=args.lr * 2, betas=(0.9, 0.999)) if Sg is not None else None
     # bf16 autocast broke training on an H200 (reconstruction stuck at L1 0.48, discriminator
     # loss 0 from epoch 2) while the same run in fp32 learned: AMP is opt-in.
     amp = device.type == "cuda" and args.amp
@@ -636,16 +756,16 @@ def train(args, G, D, xtrain_u8, device, t_start, monitor=None):
             total = planned * steps_per_epoch
             warm = min(200, total // 10 + 1)
             lr = args.lr * (min(1.0, (step + 1) / warm)) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, total)))))
-            for o in (optG, optD):
-                for g_ in o.param_groups:
-                    g_["lr"] = lr
+            for o, f in ((optG, 1.0), (optD, 1.0), (optS, 2.0)):
+                for g_ in (o.param_groups if o is not None else []):
+                    g_["lr"] = lr * f
             idx = perm[it * bs:(it + 1) * bs]
             x = to_model_input(xtrain_u8[idx])
             if args.flip:
                 fl = torch.rand(x.shape[0], device=device) < 0.5
                 x = torch.where(fl[:, None, None, None], x.flip(3), x)
             with torch.no_grad():
-                xin, _ = corrupt(x, args.anomaly_prob)
+                xin, m = corrupt(x, args.anomaly_prob)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 xh, z, z2 = G(xin)
                 # discriminator: hinge loss, clean real images vs reconstructions
@@ -669,9 +789,16 @@ def train(args, G, D, xtrain_u8, device, t_start, monitor=None):
             optG.zero_grad(set_to_none=True)
             lossG.backward()
             optG.step()
+            l_seg = torch.zeros((), device=device)
+            if Sg is not None:
+                # the head learns on the restoration the generator actually makes (detached)
+                l_seg = focal_loss(Sg(xin, xh.detach().float().clamp(-1, 1)), m)
+                optS.zero_grad(set_to_none=True)
+                l_seg.backward()
+                optS.step()
             step += 1
             for k_, v in (("G", lossG), ("rec", l_rec), ("ssim", l_ssim), ("lat", l_lat), ("fm", l_fm),
-                          ("gan", l_gan), ("D", lossD)):
+                          ("gan", l_gan), ("D", lossD), ("seg", l_seg)):
                 sums[k_] = sums.get(k_, 0.0) + v.detach()
         sums = {k_: float(v) / steps_per_epoch for k_, v in sums.items()}
         if not all(math.isfinite(v) for v in sums.values()):
@@ -693,7 +820,7 @@ def train(args, G, D, xtrain_u8, device, t_start, monitor=None):
             vr, va = monitor()
             mon = f"  | held-back rec {vr:.4f} synth AUROC {va:.3f}"
         log(f"epoch {ep:4d}/{planned}  G {sums['G']:.4f} (rec {sums['rec']:.4f} ssim {sums['ssim']:.4f} "
-            f"lat {sums['lat']:.4f} fm {sums['fm']:.4f} gan {sums['gan']:+.3f})  D {sums['D']:.3f}  "
+            f"lat {sums['lat']:.4f} fm {sums['fm']:.4f} gan {sums['gan']:+.3f})  D {sums['D']:.3f}  seg {sums['seg']:.4f}  "
             f"lr {lr:.2e}  {now - te:.1f}s/ep  elapsed {fmt_s(now - t_start)}  ETA {fmt_s(eta)}{mon}")
         if now - t_train > budget and ep < planned:
             log(f"  time budget of {args.max_minutes:g} min spent after {ep} epochs: stopping, exporting")
@@ -705,18 +832,18 @@ def train(args, G, D, xtrain_u8, device, t_start, monitor=None):
 
 
 @torch.no_grad()
-def run_components(G, D, size, u8, device, bs=64, disc_layers=2):
-    """Raw map components (res, ssim, disc) [N,1,S,S] on CPU, plus GANomaly's latent
-    distance, for the images u8 [N,C,S,S]."""
-    sc = Scorer(G, D, size, weights=(1, 1, 1), disc_layers=disc_layers).to(device).eval()
-    outs = [[], [], []]
+def run_components(G, D, size, u8, device, bs=64, disc_layers=2, Sg=None):
+    """Raw map components (res, ssim, disc, seg) [N,1,S,S] on CPU (seg: zeros without a head),
+    plus GANomaly's latent distance, for the images u8 [N,C,S,S]."""
+    sc = Scorer(G, D, size, weights=(1, 1, 1, 1), disc_layers=disc_layers, seg=Sg).to(device).eval()
+    outs = [[], [], [], []]
     lat = []
     for i in range(0, len(u8), bs):
         x = to_model_input(u8[i:i + bs].to(device))
         xh, z, z2 = G(x)
         comps = sc.components(x, xh.clamp(-1.0, 1.0))
-        for j in range(3):
-            outs[j].append(comps[j].float().cpu())
+        for j in range(4):
+            outs[j].append((comps[j] if comps[j] is not None else torch.zeros_like(comps[0])).float().cpu())
         lat.append(((z - z2) ** 2).flatten(1).mean(1).float().cpu())
     return [torch.cat(o) for o in outs], torch.cat(lat)
 
@@ -853,7 +980,7 @@ def write_manifest(path: Path, *, name, sha, C, S, channels, calib, args, prov, 
     L.append('name = "image"')
     L.append(f"shape = [1, {C}, {S}, {S}]     # N, C, H, W")
     L.append(f"channels = {q(channels)}")
-    L.append('resize = "stretch"')
+    L.append(f"resize = {q(args.resize)}       # stretch | letterbox (aspect kept, padded with 0)")
     L.append("value_range = [0.0, 1.0]    # pixel values scaled into this range before mean/std")
     L.append("mean = [" + ", ".join([tf(MEAN)] * C) + "]")
     L.append("std = [" + ", ".join([tf(STD)] * C) + "]")
@@ -923,6 +1050,9 @@ def parse_args(argv=None):
     d.add_argument("--out", type=Path, required=True, help="output folder (models/NAME)")
     d.add_argument("--name", help="model name in the manifest (default: the --out folder's name)")
     d.add_argument("--size", type=int, default=128, help="square model input side S")
+    d.add_argument("--resize", choices=RESIZE_POLICIES, default="stretch",
+                   help="how images of any size and aspect become S x S: stretch each axis, or letterbox "
+                        "(aspect kept, centred on black); linesight applies the same policy from the manifest")
     d.add_argument("--channels", choices=["auto", "gray", "rgb"], default="auto",
                    help="auto = gray if every training image is grey")
     d.add_argument("--val-frac", type=float, default=0.1,
@@ -952,6 +1082,9 @@ def parse_args(argv=None):
     m.add_argument("--max-width", type=int, default=96, help="channel cap of the generator")
     m.add_argument("--nz", type=int, default=64, help="latent channels at the bottleneck")
     m.add_argument("--norm", choices=["batch", "instance"], default="batch")
+    m.add_argument("--seg-width", type=int, default=32,
+                   help="channels of the segmentation head's first level (it learns to paint the synthetic "
+                        "defects from input + restoration); 0 = no head, residual maps only")
     m.add_argument("--pixel-norm", choices=["auto", "on", "off"], default="auto",
                    help="normalise the map by per-pixel statistics of good training images (for fixtured parts); "
                         "auto = chosen like the map variant")
@@ -1047,10 +1180,11 @@ def main(argv=None):
     C = 1 if channels == "gray" else 3
     S = args.size
     t0 = time.time()
-    xtrain = load_images(train_paths, channels, S)
-    xval = load_images(val_paths, channels, S)
-    xeg = load_images(eval_good, channels, S) if eval_good else None
-    xed = load_images(eval_defect, channels, S) if eval_defect else None
+    R = args.resize
+    xtrain = load_images(train_paths, channels, S, R)
+    xval = load_images(val_paths, channels, S, R)
+    xeg = load_images(eval_good, channels, S, R) if eval_good else None
+    xed = load_images(eval_defect, channels, S, R) if eval_defect else None
     log(f"data: {len(train_paths)} train, {len(val_paths)} calibration (held back), "
         f"{0 if xeg is None else len(xeg)} eval good, {0 if xed is None else len(xed)} eval defect; "
         f"channels {channels}; size {S}; loaded in {time.time() - t0:.1f}s")
@@ -1058,31 +1192,36 @@ def main(argv=None):
     # ---- the networks
     G = Generator(C, S, args.width, args.max_width, args.nz, args.norm, args.skip_div).to(device)
     D = Discriminator(C, S).to(device)
+    Sg = SegHead(C, S, args.seg_width).to(device) if args.seg_width > 0 else None
     n_exp = sum(p.numel() for n_, p in G.named_parameters() if not n_.startswith("e2."))
     log(f"generator: {sum(p.numel() for p in G.parameters()) / 1e6:.2f} M parameters "
         f"({n_exp / 1e6:.2f} M in the exported reconstruction path), skips at levels "
         f"{[S // 2 ** (i + 1) for i, s in enumerate(G.skip) if s]} px; discriminator: "
-        f"{sum(p.numel() for p in D.parameters()) / 1e6:.2f} M parameters")
+        f"{sum(p.numel() for p in D.parameters()) / 1e6:.2f} M parameters; segmentation head: "
+        f"{'none' if Sg is None else f'{sum(p.numel() for p in Sg.parameters()) / 1e6:.2f} M parameters'}")
 
     xtrain_dev = torch.from_numpy(xtrain).to(device)
     monitor = make_monitor(G, S, torch.from_numpy(xval), device, args.seed)
-    epochs_done, steps = train(args, G, D, xtrain_dev, device, t_start, monitor)
+    epochs_done, steps = train(args, G, D, xtrain_dev, device, t_start, monitor, Sg)
     G.eval()
     D.eval()
+    if Sg is not None:
+        Sg.eval()
     t_trained = time.time()
     ckpt = args.ckpt_dir / f"linesight-{name}-checkpoint.pt"
     try:
         args.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        torch.save({"G": G.state_dict(), "D": D.state_dict(), "args": vars(args), "channels": channels}, ckpt)
+        torch.save({"G": G.state_dict(), "D": D.state_dict(), "Sg": None if Sg is None else Sg.state_dict(),
+                    "args": vars(args), "channels": channels}, ckpt)
         log(f"checkpoint: {ckpt}")
     except OSError as e:
         log(f"note: checkpoint not saved ({e})")
 
     # ---- scoring variants: raw components on every set
     xval_t = torch.from_numpy(xval)
-    comps_tr, _ = run_components(G, D, S, xtrain_dev[:min(len(xtrain_dev), 512)].cpu(), device)
+    comps_tr, _ = run_components(G, D, S, xtrain_dev[:min(len(xtrain_dev), 512)].cpu(), device, Sg=Sg)
     norms = [max(float(c.mean()), 1e-8) for c in comps_tr]
-    comps_val, lat_val = run_components(G, D, S, xval_t, device)
+    comps_val, lat_val = run_components(G, D, S, xval_t, device, Sg=Sg)
     # synthetic defects on the held-back goods: the model-selection set (no real defects used)
     synth = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -1091,15 +1230,17 @@ def main(argv=None):
         for _ in range(max(1, math.ceil(64 / len(xs)))):
             xin, _ = corrupt(xs, 1.0)
             synth.append(((xin.clamp(-1, 1) * STD + MEAN) * 255).round().clamp(0, 255).to(torch.uint8).cpu())
-    comps_syn, lat_syn = run_components(G, D, S, torch.cat(synth), device)
+    comps_syn, lat_syn = run_components(G, D, S, torch.cat(synth), device, Sg=Sg)
     comps_eg = comps_ed = None
     if xeg is not None and xed is not None:
-        comps_eg, lat_eg = run_components(G, D, S, torch.from_numpy(xeg), device)
-        comps_ed, lat_ed = run_components(G, D, S, torch.from_numpy(xed), device)
+        comps_eg, lat_eg = run_components(G, D, S, torch.from_numpy(xeg), device, Sg=Sg)
+        comps_ed, lat_ed = run_components(G, D, S, torch.from_numpy(xed), device, Sg=Sg)
 
     sigma = max(1.0, S / 64.0)
     pools = [args.pool] if args.pool > 0 else [max(1, S // 32), max(1, S // 16), max(1, S // 8)]
-    variants = list(MAP_VARIANTS) if args.map == "auto" else [args.map]
+    variants = [v for v in MAP_VARIANTS if Sg is not None or v not in SEG_VARIANTS] if args.map == "auto" else [args.map]
+    if Sg is None and variants[0] in SEG_VARIANTS:
+        raise SystemExit(f"error: --map {args.map} needs the segmentation head (--seg-width > 0)")
     default_variant, default_pool = "res+ssim", max(1, S // 16)
     table = []
     log("")
@@ -1140,7 +1281,7 @@ def main(argv=None):
     log(f"chosen: map {v_name}, pool {pool_k}, Gaussian sigma {sigma:g}")
 
     scorer = Scorer(G, D, S, weights=MAP_VARIANTS[v_name], norms=norms, pool=pool_k, sigma=sigma,
-                    pix_stats=pix_cache[v_name] if use_pix else None).eval()
+                    pix_stats=pix_cache[v_name] if use_pix else None, seg=Sg).eval()
 
     # ---- calibration on the held-back goods, through the real scorer
     def scores_of(u8: np.ndarray, bs=64):
@@ -1183,12 +1324,15 @@ def main(argv=None):
             have = [i for i, mp in enumerate(masks) if mp is not None]
             if have and m_eg is not None:
                 pos_px, neg_px = [], []
+                # only pixels that show the part (letterbox padding is neither defect nor good)
                 for i in have:
-                    mk = torch.from_numpy(load_mask(masks[i], S))
+                    mk = torch.from_numpy(load_mask(masks[i], S, R))
+                    inside = torch.from_numpy(content_mask(eval_defect[i], S, R))
                     mv = m_ed[i, 0]
-                    pos_px.append(mv[mk].numpy())
-                    neg_px.append(mv[~mk].numpy())
-                neg_px.append(m_eg[:, 0].flatten().numpy())
+                    pos_px.append(mv[mk & inside].numpy())
+                    neg_px.append(mv[~mk & inside].numpy())
+                for i, pth in enumerate(eval_good):
+                    neg_px.append(m_eg[i, 0][torch.from_numpy(content_mask(pth, S, R))].numpy())
                 pos_px, neg_px = np.concatenate(pos_px), np.concatenate(neg_px)
                 r = np.random.RandomState(args.seed)
                 cap = 2_000_000

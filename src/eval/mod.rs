@@ -1,6 +1,7 @@
 //! `linesight eval`: how well a model separates good from defective parts, on the
 //! user's own images, through the same preprocessing and runtime as the line.
 
+mod compare;
 pub mod metrics;
 mod report;
 
@@ -11,6 +12,7 @@ use crate::{clock, preprocess};
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 
+pub use compare::{compare, Comparison};
 pub use report::write_report;
 
 /// One image of an evaluation set.
@@ -31,6 +33,8 @@ pub struct Scored {
     pub map: Option<Vec<f32>>,
     /// Preprocess + inference, ms.
     pub latency_ms: f64,
+    /// The image's width and height.
+    pub size: (u32, u32),
 }
 
 /// Images from a folder (recursively) or a `.txt` list of paths, one a line,
@@ -122,17 +126,18 @@ pub fn score_all(
     keep_maps: bool,
     progress: bool,
 ) -> anyhow::Result<Vec<Scored>> {
-    let mut tensor = Vec::new();
+    let spec = detector.manifest.input.clone();
     let n = samples.len();
     let progress = progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut out = Vec::with_capacity(n);
     for (i, sample) in samples.into_iter().enumerate() {
         let img = image::open(&sample.path).with_context(|| format!("cannot decode {}", sample.path.display()))?;
         let t0 = clock::now_ns();
-        preprocess::to_tensor(&Pixels::from_dynamic(img), &detector.manifest.input, &mut tensor)
+        let size = (img.width(), img.height());
+        preprocess::to_tensor(&Pixels::from_dynamic(img), &spec, detector.input_mut())
             .with_context(|| sample.path.display().to_string())?;
         let inspection = detector
-            .infer(&tensor, keep_maps)
+            .run(keep_maps)
             .with_context(|| sample.path.display().to_string())?;
         let latency_ms = clock::ns_to_ms(clock::now_ns() - t0);
         if progress && (i + 1) % 50 == 0 {
@@ -143,6 +148,7 @@ pub fn score_all(
             score: inspection.score,
             map: inspection.anomaly_map,
             latency_ms,
+            size,
         });
     }
     if progress && n >= 50 {

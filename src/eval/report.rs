@@ -3,6 +3,7 @@
 
 use super::metrics::{self, Point};
 use super::Scored;
+use crate::model::Resize;
 use anyhow::Context;
 use image::{imageops, Rgb, RgbImage};
 use plotters::prelude::*;
@@ -48,6 +49,7 @@ pub fn write_report(
     model_name: &str,
     model_dir: &Path,
     threshold: f32,
+    resize: Resize,
     out: &Path,
 ) -> anyhow::Result<Report> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -97,7 +99,7 @@ pub fn write_report(
         good: goods.len(),
         defect: pairs.len() - goods.len(),
         image_auroc: metrics::auroc(&pairs),
-        pixel_auroc: pixel_auroc(scored),
+        pixel_auroc: pixel_auroc(scored, resize),
         average_precision: metrics::average_precision(&pairs),
         threshold,
         at_threshold: metrics::at_threshold(&pairs, threshold),
@@ -116,12 +118,13 @@ pub fn write_report(
     std::fs::write(out.join("report.md"), markdown(&report))?;
     roc_plot(&pairs, &out.join("roc.svg"))?;
     histogram_plot(&pairs, threshold, &out.join("scores.svg"))?;
-    worst_grid(&misses, &false_rejects, threshold, &out.join("worst.png"))?;
+    worst_grid(&misses, &false_rejects, threshold, resize, &out.join("worst.png"))?;
     Ok(report)
 }
 
-/// Pixel AUROC over images with masks and all good images (whose pixels are all normal).
-fn pixel_auroc(scored: &[Scored]) -> Option<f64> {
+/// Pixel AUROC over images with masks and all good images (whose pixels are all normal),
+/// over the map pixels that show the image (not letterbox padding).
+fn pixel_auroc(scored: &[Scored], resize: Resize) -> Option<f64> {
     let with_maps: Vec<&Scored> = scored
         .iter()
         .filter(|s| s.map.is_some() && (!s.sample.defect || s.sample.mask.is_some()))
@@ -134,15 +137,20 @@ fn pixel_auroc(scored: &[Scored]) -> Option<f64> {
     let mut pixels = Vec::new();
     for s in with_maps {
         let map = s.map.as_ref()?;
+        let (x0, y0, nw, nh) = crate::preprocess::placement(resize, s.size, (side, side));
         let mask = match &s.sample.mask {
             Some(m) => {
                 let m = image::open(m).ok()?.to_luma8();
-                Some(imageops::resize(&m, side, side, imageops::FilterType::Nearest))
+                Some(imageops::resize(&m, nw, nh, imageops::FilterType::Nearest))
             }
             None => None,
         };
         for (i, v) in map.iter().enumerate().step_by(4) {
-            let defect = mask.as_ref().is_some_and(|m| m.as_raw()[i] > 127);
+            let (x, y) = (i as u32 % side, i as u32 / side);
+            if x < x0 || y < y0 || x >= x0 + nw || y >= y0 + nh {
+                continue;
+            }
+            let defect = mask.as_ref().is_some_and(|m| m.get_pixel(x - x0, y - y0)[0] > 127);
             pixels.push((*v, defect));
         }
     }
@@ -309,18 +317,21 @@ fn histogram_plot(pairs: &[(f32, bool)], threshold: f32, path: &Path) -> anyhow:
 
 /// Two rows of tiles: the worst misses, then the worst false rejects, each image
 /// with its anomaly map laid over in red (full red at the threshold's level).
-fn worst_grid(misses: &[&Scored], false_rejects: &[&Scored], threshold: f32, path: &Path) -> anyhow::Result<()> {
+fn worst_grid(
+    misses: &[&Scored],
+    false_rejects: &[&Scored],
+    threshold: f32,
+    resize: Resize,
+    path: &Path,
+) -> anyhow::Result<()> {
     const TILE: u32 = 160;
     let cols = misses.len().max(false_rejects.len()).max(1) as u32;
     let mut grid = RgbImage::from_pixel(cols * (TILE + 4), 2 * (TILE + 4), Rgb([255, 255, 255]));
     for (row, set) in [misses, false_rejects].iter().enumerate() {
         for (col, s) in set.iter().enumerate() {
             let img = image::open(&s.sample.path)?.to_luma8();
-            let tile = crate::record::overlay(
-                &imageops::resize(&img, TILE, TILE, imageops::FilterType::Triangle),
-                s.map.as_deref(),
-                threshold,
-            );
+            let full = crate::record::overlay(&img, s.map.as_deref(), threshold, resize);
+            let tile = imageops::resize(&full, TILE, TILE, imageops::FilterType::Triangle);
             imageops::replace(
                 &mut grid,
                 &tile,

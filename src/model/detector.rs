@@ -1,13 +1,16 @@
 //! One ONNX Runtime session running the exported GAN. The graph computes the score
 //! and the anomaly map itself; this side never re-implements the network.
 
-use super::{library, Manifest};
-use crate::config::RuntimeConfig;
+use super::providers::{self, Serving};
+use super::{library, progress, Manifest};
+use crate::config::{ProviderKind, RuntimeConfig};
 use anyhow::{anyhow, bail, Context};
-use ort::session::{builder::GraphOptimizationLevel, Session};
-use ort::value::TensorRef;
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::{builder::GraphOptimizationLevel, IoBinding, Session};
+use ort::value::Tensor;
 use std::fmt::Display;
 use std::path::Path;
+use std::time::Instant;
 
 /// What the model says about one part.
 #[derive(Debug, Clone)]
@@ -18,9 +21,18 @@ pub struct Inspection {
     pub anomaly_map: Option<Vec<f32>>,
 }
 
+/// The session with its I/O bound once: the input lives in one tensor that preprocessing
+/// writes into (pinned host memory when a GPU serves), the score and the map come back
+/// into tensors allocated at open. Nothing is allocated per frame.
 pub struct Detector {
     session: Session,
+    input: Tensor<f32>,
+    /// Binding whose map output lands in host memory.
+    with_map: IoBinding,
+    /// GPU only: binding whose map output stays on the device (no copy when nobody looks).
+    without_map: Option<IoBinding>,
     pub manifest: Manifest,
+    pub serving: Serving,
 }
 
 fn ort_err<T, E: Display>(r: Result<T, E>, what: &str) -> anyhow::Result<T> {
@@ -28,26 +40,147 @@ fn ort_err<T, E: Display>(r: Result<T, E>, what: &str) -> anyhow::Result<T> {
 }
 
 impl Detector {
-    /// Loads the library (once per process), checks the model file against its
-    /// manifest, and builds the session.
+    /// Loads the library (once per process), checks the model file against its manifest,
+    /// registers the execution providers and builds the session. A provider that
+    /// registers but then fails to build the session (a TensorRT engine build error, say)
+    /// is given up like one that did not register.
     pub fn open(manifest: Manifest, runtime: &RuntimeConfig, library_path: Option<&Path>) -> anyhow::Result<Detector> {
         let onnx = manifest.verify_onnx()?;
         let lib = library::load(library_path)?;
         let what = format!("cannot build a session for {}", manifest.onnx_path().display());
-        let mut builder = ort_err(Session::builder(&lib.env), &what)?;
-        builder = ort_err(builder.with_optimization_level(GraphOptimizationLevel::All), &what)?;
-        if runtime.intra_threads > 0 {
-            builder = ort_err(builder.with_intra_threads(runtime.intra_threads), &what)?;
+        let mut from = 0;
+        let mut given_up = Vec::new();
+        loop {
+            let mut builder = ort_err(Session::builder(&lib.env), &what)?;
+            builder = ort_err(builder.with_optimization_level(GraphOptimizationLevel::All), &what)?;
+            if runtime.intra_threads > 0 {
+                builder = ort_err(builder.with_intra_threads(runtime.intra_threads), &what)?;
+            }
+            let mut serving = providers::register(&mut builder, runtime, &manifest.sha256, from)?;
+            let started = Instant::now();
+            let committed = progress::while_running(&format!("building the session on {}", serving.detail), || {
+                builder.commit_from_memory(&onnx)
+            });
+            let at = runtime
+                .providers
+                .iter()
+                .position(|k| *k == serving.provider)
+                .unwrap_or(0);
+            match committed {
+                Ok(session) => {
+                    given_up.append(&mut serving.skipped);
+                    serving.skipped = given_up;
+                    if let Some(dir) = &serving.engine_cache {
+                        let secs = started.elapsed().as_secs_f64();
+                        if secs > 10.0 {
+                            eprintln!(
+                                "linesight: TensorRT engine built in {secs:.0} s and cached in {}; the next start will be fast",
+                                dir.display()
+                            );
+                        }
+                    }
+                    let detector = Detector::bind(session, manifest, serving)?;
+                    detector.check_signature().with_context(|| {
+                        format!(
+                            "model {} does not match its manifest",
+                            detector.manifest.onnx_path().display()
+                        )
+                    })?;
+                    return Ok(detector);
+                }
+                Err(e) if serving.provider != ProviderKind::Cpu => {
+                    let reason = format!("the session could not be built: {e}");
+                    if at == 0 && runtime.require_accelerator {
+                        bail!(
+                            "runtime.providers[0] = \"{}\" cannot be used: {reason} (runtime.require_accelerator = true)",
+                            serving.provider.as_str()
+                        );
+                    }
+                    given_up.append(&mut serving.skipped);
+                    given_up.push((serving.provider, reason));
+                    from = at + 1;
+                }
+                Err(e) => bail!("{what}: {e}"),
+            }
         }
-        let session = ort_err(builder.commit_from_memory(&onnx), &what)?;
-        let detector = Detector { session, manifest };
-        detector.check_signature().with_context(|| {
-            format!(
-                "model {} does not match its manifest",
-                detector.manifest.onnx_path().display()
-            )
-        })?;
-        Ok(detector)
+    }
+
+    /// Allocates the I/O tensors (pinned host memory when a GPU serves) and binds them.
+    fn bind(session: Session, manifest: Manifest, serving: Serving) -> anyhow::Result<Detector> {
+        let gpu = serving.provider != ProviderKind::Cpu;
+        let device_id = serving.device_id;
+        let host = |kind: MemoryType| -> anyhow::Result<Allocator> {
+            if gpu {
+                let info = MemoryInfo::new(AllocationDevice::CUDA_PINNED, 0, AllocatorType::Device, kind)
+                    .map_err(|e| anyhow!("pinned host memory: {e}"))?;
+                Allocator::new(&session, info).map_err(|e| anyhow!("pinned host memory: {e}"))
+            } else {
+                Ok(Allocator::default())
+            }
+        };
+        let m = &manifest;
+        let shape: Vec<i64> = m.input.shape.iter().map(|d| *d as i64).collect();
+        let input = Tensor::<f32>::new(&host(MemoryType::CPUInput)?, shape)
+            .map_err(|e| anyhow!("cannot allocate the input tensor: {e}"))?;
+        let out_alloc = host(MemoryType::CPUOutput)?;
+        let score =
+            || Tensor::<f32>::new(&out_alloc, [1_i64]).map_err(|e| anyhow!("cannot allocate the score tensor: {e}"));
+        let map_shape = [1_i64, 1, m.input.height() as i64, m.input.width() as i64];
+        let mut with_map = session.create_binding().map_err(|e| anyhow!("I/O binding: {e}"))?;
+        with_map
+            .bind_output(m.outputs.score.as_str(), score()?)
+            .map_err(|e| anyhow!("binding output \"{}\": {e}", m.outputs.score))?;
+        let mut without_map = None;
+        if let Some(name) = &m.outputs.anomaly_map {
+            let map = Tensor::<f32>::new(&out_alloc, map_shape)
+                .map_err(|e| anyhow!("cannot allocate the map tensor: {e}"))?;
+            with_map
+                .bind_output(name.as_str(), map)
+                .map_err(|e| anyhow!("binding output \"{name}\": {e}"))?;
+            if gpu {
+                let mut b = session.create_binding().map_err(|e| anyhow!("I/O binding: {e}"))?;
+                b.bind_output(m.outputs.score.as_str(), score()?)
+                    .map_err(|e| anyhow!("binding output \"{}\": {e}", m.outputs.score))?;
+                let device = MemoryInfo::new(
+                    AllocationDevice::CUDA,
+                    device_id,
+                    AllocatorType::Device,
+                    MemoryType::Default,
+                )
+                .map_err(|e| anyhow!("device memory: {e}"))?;
+                b.bind_output_to_device(name.as_str(), &device)
+                    .map_err(|e| anyhow!("binding output \"{name}\" to the device: {e}"))?;
+                without_map = Some(b);
+            }
+        }
+        Ok(Detector {
+            session,
+            input,
+            with_map,
+            without_map,
+            manifest,
+            serving,
+        })
+    }
+
+    /// The input tensor (NCHW, as the manifest says) for preprocessing to fill in place.
+    pub fn input_mut(&mut self) -> &mut [f32] {
+        self.input.extract_tensor_mut().1
+    }
+
+    /// Runs `runs` inferences on a blank input before the line is armed: a TensorRT engine
+    /// build, cuDNN's algorithm search and lazy allocations happen here, not on a part.
+    /// Returns the slowest run, ms.
+    pub fn warm_up(&mut self, runs: u32) -> anyhow::Result<f64> {
+        self.input_mut().fill(0.0);
+        let what = format!("warming up on {}", self.serving.detail);
+        let mut worst = 0.0f64;
+        for _ in 0..runs.max(1) {
+            let t = Instant::now();
+            progress::while_running(&what, || self.run(false)).context("warm-up inference failed")?;
+            worst = worst.max(t.elapsed().as_secs_f64() * 1e3);
+        }
+        Ok(worst)
     }
 
     /// The graph's input and outputs must be the ones the manifest names.
@@ -84,15 +217,31 @@ impl Detector {
         Ok(())
     }
 
-    /// Runs the model on one preprocessed input tensor (NCHW, as the manifest says).
-    /// The input is borrowed, not copied. The anomaly map is copied out only when wanted.
+    /// Copies `input` into the bound input tensor and runs the model (for callers that
+    /// hold their own tensor; the frame path writes into `input_mut` and calls `run`).
     pub fn infer(&mut self, input: &[f32], want_map: bool) -> anyhow::Result<Inspection> {
+        let dst = self.input_mut();
+        if dst.len() != input.len() {
+            bail!("input has {} values, the model takes {}", input.len(), dst.len());
+        }
+        dst.copy_from_slice(input);
+        self.run(want_map)
+    }
+
+    /// Runs the model on the bound input. The anomaly map is copied out only when wanted.
+    pub fn run(&mut self, want_map: bool) -> anyhow::Result<Inspection> {
         let m = &self.manifest;
-        let shape = m.input.shape.map(|d| d as i64);
-        let tensor = TensorRef::from_array_view((shape, input)).map_err(|e| anyhow!("input tensor rejected: {e}"))?;
+        let binding = match (&mut self.without_map, want_map) {
+            (Some(b), false) => b,
+            _ => &mut self.with_map,
+        };
+        // Binding copies a host input to the device when a GPU serves; on the CPU it is a reference.
+        binding
+            .bind_input(m.input.name.as_str(), &self.input)
+            .map_err(|e| anyhow!("input tensor rejected: {e}"))?;
         let outputs = self
             .session
-            .run(ort::inputs![m.input.name.as_str() => tensor])
+            .run_binding(binding)
             .map_err(|e| anyhow!("inference failed: {e}"))?;
         let (_, score) = outputs[m.outputs.score.as_str()]
             .try_extract_tensor::<f32>()

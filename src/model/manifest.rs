@@ -52,6 +52,9 @@ pub enum Channels {
 pub enum Resize {
     /// Scale each axis to the model's size, ignoring the aspect ratio.
     Stretch,
+    /// Keep the aspect ratio: the longer side fills the input, centred, the rest padded
+    /// with pixel value 0.
+    Letterbox,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,10 +1,12 @@
 //! A part's image with its anomaly map laid over in red, for people to see why.
 
+use crate::model::Resize;
 use image::{imageops, GrayImage, Rgb, RgbImage};
 
 /// Red where the map is high: none up to half the threshold, full red at the threshold,
-/// so that the everyday texture of good parts stays grey.
-pub fn overlay(img: &GrayImage, map: Option<&[f32]>, threshold: f32) -> RgbImage {
+/// so that the everyday texture of good parts stays grey. `resize` is the model's policy:
+/// with letterbox, only the part of the map that shows the image is laid over it.
+pub fn overlay(img: &GrayImage, map: Option<&[f32]>, threshold: f32, resize: Resize) -> RgbImage {
     let (w, h) = img.dimensions();
     let heat = map.map(|m| {
         let side = (m.len() as f64).sqrt() as u32;
@@ -13,7 +15,9 @@ pub fn overlay(img: &GrayImage, map: Option<&[f32]>, threshold: f32) -> RgbImage
             .map(|v| ((2.0 * v / threshold.max(f32::EPSILON) - 1.0).clamp(0.0, 1.0) * 255.0) as u8)
             .collect();
         let small = GrayImage::from_raw(side, side, m8).expect("square map");
-        imageops::resize(&small, w, h, imageops::FilterType::Triangle)
+        let (x0, y0, nw, nh) = crate::preprocess::placement(resize, (w, h), (side, side));
+        let shown = imageops::crop_imm(&small, x0, y0, nw, nh).to_image();
+        imageops::resize(&shown, w, h, imageops::FilterType::Triangle)
     });
     RgbImage::from_fn(w, h, |x, y| {
         let g = img.get_pixel(x, y)[0] as f32;
@@ -31,6 +35,8 @@ pub struct Snapshot {
     pub pixels: crate::camera::Pixels,
     /// Row-major, square, at model resolution.
     pub map: Vec<f32>,
+    /// How the frame was fitted into the model input.
+    pub resize: Resize,
 }
 
 impl Snapshot {
@@ -49,7 +55,7 @@ impl Snapshot {
         let img = GrayImage::from_raw(p.width, p.height, gray).context("frame buffer does not match its size")?;
         std::fs::create_dir_all(dir).with_context(|| format!("record.save_dir: cannot create {}", dir.display()))?;
         let path = dir.join(format!("{id:08}_{reason}.png"));
-        overlay(&img, Some(&self.map), threshold)
+        overlay(&img, Some(&self.map), threshold, self.resize)
             .save(&path)
             .with_context(|| format!("cannot write {}", path.display()))
     }

@@ -43,6 +43,8 @@ pub struct Summary {
     pub defect: u64,
     /// Image AUROC of the scores against the truth (inspected parts with known truth).
     pub image_auroc: Option<f64>,
+    /// The execution provider that served the model.
+    pub provider: String,
 }
 
 impl RunStats {
@@ -122,6 +124,7 @@ impl RunStats {
             good,
             defect,
             image_auroc: auroc(&self.scored),
+            provider: String::new(),
         }
     }
 
@@ -146,6 +149,9 @@ impl Summary {
     pub fn render(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "parts      {}  ({:.1} parts/s)", self.parts, self.parts_per_second);
+        if !self.provider.is_empty() {
+            let _ = writeln!(s, "provider   {}", self.provider);
+        }
         let _ = writeln!(
             s,
             "rejects    {}  ({:.2}%)",

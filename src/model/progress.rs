@@ -1,0 +1,29 @@
+//! Feedback while something slow runs once (a TensorRT engine build takes minutes on a
+//! Jetson): after a few seconds, the elapsed time every few seconds on stderr.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const QUIET: Duration = Duration::from_secs(3);
+const EVERY: Duration = Duration::from_secs(5);
+
+/// Runs `f`; if it takes longer than a few seconds, says `what` and the time elapsed.
+pub fn while_running<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    let (done, wait) = mpsc::channel::<()>();
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let mut next = QUIET;
+            while let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(next.saturating_sub(started.elapsed())) {
+                eprintln!(
+                    "linesight: {what}: {:.0} s so far (a first TensorRT engine build can take minutes; it is cached for the next start)",
+                    started.elapsed().as_secs_f64()
+                );
+                next += EVERY;
+            }
+        });
+        let out = f();
+        drop(done);
+        out
+    })
+}
