@@ -55,12 +55,16 @@ pub fn bench(mut config: Config, runs: usize) -> anyhow::Result<BenchReport> {
         CameraConfig::Synthetic { parts_per_second, .. } | CameraConfig::Folder { parts_per_second, .. } => {
             *parts_per_second = 1e6
         }
+        // A real camera gives frames at its own rate; they are collected first.
+        CameraConfig::V4l2(_) | CameraConfig::Gstreamer(_) => {}
     }
     let mut detector = pipeline::open_detector(&config)?;
     let t = Instant::now();
     detector.warm_up(config.runtime.warmup_runs)?;
     let warm_up_ms = t.elapsed().as_secs_f64() * 1e3;
-    let mut source = camera::open(&config)?;
+    // The device alone (no trigger, no supervision): only its frames are wanted.
+    let wait = std::time::Duration::from_secs(5);
+    let mut source = camera::open_device(&config, detector.manifest.input.channels, wait)?;
     let mut frames: Vec<Pixels> = Vec::with_capacity(FRAMES);
     while frames.len() < FRAMES {
         match source.next_frame().context("camera")? {

@@ -64,8 +64,9 @@ pub fn check(path: &Path) -> ExitCode {
         };
         println!("execution provider: {}{tail}", d.serving.detail);
     }
-    report("camera", crate::camera::open(&config).map(|s| s.describe()));
-    report("reject output", crate::actuate::open(&config).map(|o| o.describe()));
+    for (what, result) in crate::commission::probe_io(&config) {
+        report(what, result);
+    }
     if failed > 0 {
         println!("{failed} problem(s) found");
         ExitCode::FAILURE

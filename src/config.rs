@@ -33,6 +33,12 @@ pub struct Config {
     /// Leave out in production.
     #[serde(default)]
     pub faults: FaultsConfig,
+    /// What makes a part: every frame (`free_run`), or a part-present sensor on a GPIO input.
+    #[serde(default)]
+    pub trigger: TriggerConfig,
+    /// linesight's own health: the fault output, and how a lost camera is detected and reopened.
+    #[serde(default)]
+    pub status: StatusConfig,
     /// The folder of the config file; relative paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -74,6 +80,74 @@ pub enum CameraConfig {
         #[serde(default, rename = "loop")]
         looped: bool,
     },
+    /// A V4L2 capture device (USB, CSI with a V4L2 driver), streamed through mmap buffers.
+    V4l2(V4l2Camera),
+    /// A GStreamer pipeline ending in an appsink: Jetson CSI, RTSP, GigE Vision (aravissrc),
+    /// files. Needs a linesight built with the `gstreamer` feature.
+    Gstreamer(GstreamerCamera),
+}
+
+/// `[camera] kind = "v4l2"`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct V4l2Camera {
+    /// The capture device: `/dev/video0`, or better a stable link such as `/dev/v4l/by-id/...`.
+    pub device: PathBuf,
+    /// Pixel format to ask for: "GREY", "YUYV" or "MJPG". Unset: the first of these (in that
+    /// order) that the device offers. `linesight check` lists what the device has.
+    pub pixel_format: Option<String>,
+    /// Frame width in pixels. Unset: the device's current width.
+    pub width: Option<u32>,
+    /// Frame height in pixels. Unset: the device's current height.
+    pub height: Option<u32>,
+    /// Frame rate to ask for. Unset: the device's current rate.
+    pub fps: Option<f64>,
+    /// Manual exposure time in microseconds; turns auto exposure off. Unset: as the device has it.
+    pub exposure_us: Option<u32>,
+    /// Gain in the device's own units (`linesight check` shows the range). Unset: as the device has it.
+    pub gain: Option<i32>,
+    /// Kernel buffers to stream through, 2 to 32: room for frames while linesight is busy.
+    #[serde(default = "default_v4l2_buffers")]
+    pub buffers: u32,
+    /// Further controls by name, as `linesight check` lists them (v4l2-ctl's names: lower
+    /// case, `_` between words), e.g. `{ brightness = 128, power_line_frequency = 1 }`.
+    #[serde(default)]
+    pub controls: std::collections::BTreeMap<String, i32>,
+}
+
+/// `[camera] kind = "gstreamer"`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GstreamerCamera {
+    /// A gst-launch-1.0 pipeline description whose last element is an `appsink`, e.g.
+    /// `"v4l2src device=/dev/video0 ! videoconvert ! appsink"`. Put `videoconvert` before the
+    /// appsink unless the source already gives GRAY8 or RGB: linesight sets the appsink's caps
+    /// to the model's colour (GRAY8 or RGB) unless the pipeline sets them.
+    pub pipeline: String,
+    /// Appsink `sync`: false (default) hands each frame over as soon as it arrives; true
+    /// releases frames at their timestamps (replaying files at their frame rate).
+    #[serde(default)]
+    pub sync: bool,
+    /// Appsink `max-buffers`: frames held for linesight at most (default 1: only the newest).
+    #[serde(default = "default_gst_max_buffers")]
+    pub max_buffers: u32,
+    /// Appsink `drop`: when full, drop the oldest frame (true, default) instead of blocking
+    /// the pipeline (false: no frame is lost, for replaying files).
+    #[serde(default = "default_true")]
+    pub drop: bool,
+    /// What the end of the stream means: "reconnect" (default: a live camera that ends has
+    /// failed; the pipeline is rebuilt with backoff) or "stop" (files: the run ends).
+    #[serde(default)]
+    pub end_of_stream: EndOfStream,
+}
+
+/// `camera.end_of_stream`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndOfStream {
+    #[default]
+    Reconnect,
+    Stop,
 }
 
 /// `[model]`
@@ -345,7 +419,7 @@ impl Default for RecordConfig {
 }
 
 /// `[faults]`: each `*_every = N` injects that fault into every N-th part (0 = never).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultsConfig {
     /// Deliver a corrupted frame (its pixel buffer cut short).
@@ -360,6 +434,138 @@ pub struct FaultsConfig {
     /// Length of an injected stall.
     #[serde(default = "default_slow_inference_ms")]
     pub slow_inference_ms: u64,
+    /// Unplug the camera after this many frames (once): its parts become `camera_lost`
+    /// rejects and the fault output is asserted until it is back (a drill of the fault wiring).
+    pub camera_loss_at_part: Option<u64>,
+    /// How long the drilled camera stays unplugged (reopen tries fail meanwhile).
+    #[serde(default = "default_camera_loss_ms")]
+    pub camera_loss_ms: u64,
+}
+
+/// `[trigger]`, chosen by `kind`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TriggerConfig {
+    /// No sensor: every frame the camera delivers is a part.
+    #[default]
+    FreeRun,
+    /// A part-present sensor on a GPIO input: each edge is a part, stamped by the kernel,
+    /// and the camera frame captured inside its window is that part's image. A part with no
+    /// frame in its window is rejected (`missing_frame`, or `camera_lost` while the camera is down).
+    Gpio(GpioTrigger),
+}
+
+/// `[trigger] kind = "gpio"`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpioTrigger {
+    /// The GPIO chip: a path (`/dev/gpiochip0`) or a label (`tegra234-gpio`, `9030000.pl061`).
+    pub chip: String,
+    /// The input line: an offset (`3`) or a line name (`"PAC.00"`).
+    pub line: LineRef,
+    /// Which physical edge marks a part: "rising" (default) or "falling".
+    #[serde(default)]
+    pub edge: TriggerEdge,
+    /// Line bias: "pull_up", "pull_down" or "disabled". Unset: as the board has it.
+    pub bias: Option<LineBias>,
+    /// Edges this soon after an accepted edge are contact bounce and ignored (microseconds).
+    /// The part keeps the kernel timestamp of its first edge.
+    #[serde(default = "default_debounce_us")]
+    pub debounce_us: u64,
+    /// Earliest frame capture time that belongs to a part, in ms after its edge.
+    #[serde(default)]
+    pub window_start_ms: u64,
+    /// Latest frame capture time that belongs to a part, in ms after its edge; the part waits
+    /// this long for its frame. Must be shorter than `decision.deadline_ms`.
+    #[serde(default = "default_window_end_ms")]
+    pub window_end_ms: u64,
+}
+
+/// `trigger.edge`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerEdge {
+    #[default]
+    Rising,
+    Falling,
+}
+
+/// `trigger.bias`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineBias {
+    PullUp,
+    PullDown,
+    Disabled,
+}
+
+/// `[status]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusConfig {
+    /// Output asserted while the camera is lost (for a stack light or the line PLC), same keys
+    /// as `[reject.output]`. Unset: losses are only logged and counted.
+    pub fault_line: Option<OutputConfig>,
+    /// A camera (v4l2, gstreamer) that delivers no frame for this long is lost (0: never, for
+    /// cameras that are idle between parts). Keep it well below `reject.delay_ms` in free run, so that the
+    /// parts of an outage can still be ejected.
+    #[serde(default = "default_camera_stall_ms")]
+    pub camera_stall_ms: u64,
+    /// Wait before the first try to reopen a lost camera; doubles after each failed try.
+    #[serde(default = "default_camera_retry_ms")]
+    pub camera_retry_ms: u64,
+    /// Longest wait between tries to reopen a lost camera.
+    #[serde(default = "default_camera_retry_max_ms")]
+    pub camera_retry_max_ms: u64,
+}
+
+impl Default for StatusConfig {
+    fn default() -> Self {
+        StatusConfig {
+            fault_line: None,
+            camera_stall_ms: default_camera_stall_ms(),
+            camera_retry_ms: default_camera_retry_ms(),
+            camera_retry_max_ms: default_camera_retry_max_ms(),
+        }
+    }
+}
+
+fn default_v4l2_buffers() -> u32 {
+    4
+}
+fn default_gst_max_buffers() -> u32 {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_debounce_us() -> u64 {
+    2000
+}
+fn default_window_end_ms() -> u64 {
+    50
+}
+fn default_camera_stall_ms() -> u64 {
+    2000
+}
+fn default_camera_retry_ms() -> u64 {
+    100
+}
+fn default_camera_retry_max_ms() -> u64 {
+    5000
+}
+
+impl Default for FaultsConfig {
+    fn default() -> Self {
+        FaultsConfig {
+            broken_frame_every: 0,
+            inference_error_every: 0,
+            slow_inference_every: 0,
+            slow_inference_ms: default_slow_inference_ms(),
+            camera_loss_at_part: None,
+            camera_loss_ms: default_camera_loss_ms(),
+        }
+    }
 }
 
 fn default_providers() -> Vec<ProviderKind> {
@@ -402,6 +608,9 @@ fn default_progress_s() -> f64 {
     1.0
 }
 fn default_slow_inference_ms() -> u64 {
+    1000
+}
+fn default_camera_loss_ms() -> u64 {
     1000
 }
 
@@ -566,6 +775,16 @@ impl Config {
                 }
                 check_rate(&mut bad, *parts_per_second);
             }
+            CameraConfig::V4l2(c) => {
+                for (key, problem) in v4l2_problems(c) {
+                    bad(key, problem);
+                }
+            }
+            CameraConfig::Gstreamer(c) => {
+                for (key, problem) in gstreamer_problems(c) {
+                    bad(key, problem);
+                }
+            }
         }
         if self.model.dir.as_os_str().is_empty() {
             bad(
@@ -640,8 +859,134 @@ impl Config {
                 "must be at least 1 ms when faults.slow_inference_every is set".into(),
             );
         }
+        out.extend(self.trigger_and_status_problems());
         out
     }
+
+    /// `[trigger]` and `[status]`, with the keys they share with other sections.
+    fn trigger_and_status_problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            out.push(Problem {
+                key: key.to_string(),
+                message,
+            })
+        };
+        if let TriggerConfig::Gpio(t) = &self.trigger {
+            gpio_line_problems(&mut bad, "trigger", &t.chip, &t.line);
+            if t.window_start_ms >= t.window_end_ms {
+                bad(
+                    "trigger.window_end_ms",
+                    format!(
+                        "must be later than trigger.window_start_ms ({} ms); found {} ms",
+                        t.window_start_ms, t.window_end_ms
+                    ),
+                );
+            } else if t.window_end_ms >= self.decision.deadline_ms {
+                bad(
+                    "trigger.window_end_ms",
+                    format!(
+                        "must be shorter than decision.deadline_ms ({} ms): a part waits this long for its frame before inspection; found {} ms",
+                        self.decision.deadline_ms, t.window_end_ms
+                    ),
+                );
+            }
+            if t.debounce_us > 1_000_000 {
+                bad(
+                    "trigger.debounce_us",
+                    format!("expected at most 1000000 µs (1 s), found {}", t.debounce_us),
+                );
+            }
+        }
+        if let Some(OutputConfig::Gpio { chip, line, .. }) = &self.status.fault_line {
+            gpio_line_problems(&mut bad, "status.fault_line", chip, line);
+        }
+        let s = &self.status;
+        if s.camera_retry_ms == 0 {
+            bad("status.camera_retry_ms", "must be at least 1 ms".into());
+        }
+        if s.camera_retry_max_ms < s.camera_retry_ms {
+            bad(
+                "status.camera_retry_max_ms",
+                format!(
+                    "must be at least status.camera_retry_ms ({} ms); found {} ms",
+                    s.camera_retry_ms, s.camera_retry_max_ms
+                ),
+            );
+        }
+        out
+    }
+}
+
+fn gpio_line_problems(bad: &mut impl FnMut(&str, String), section: &str, chip: &str, line: &LineRef) {
+    if chip.is_empty() {
+        bad(
+            &format!("{section}.chip"),
+            "must name a GPIO chip: a path like /dev/gpiochip0 or a label like tegra234-gpio".into(),
+        );
+    }
+    if *line == LineRef::Name(String::new()) {
+        bad(
+            &format!("{section}.line"),
+            "must be a line offset (5) or a line name (\"PAC.06\")".into(),
+        );
+    }
+}
+
+fn v4l2_problems(c: &V4l2Camera) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if c.device.as_os_str().is_empty() {
+        out.push(("camera.device", "must name a capture device such as /dev/video0".into()));
+    }
+    if let Some(f) = &c.pixel_format {
+        if crate::camera::v4l2::FourCc::parse(f).is_none() {
+            out.push((
+                "camera.pixel_format",
+                format!("expected one of \"GREY\", \"YUYV\", \"MJPG\", found \"{f}\""),
+            ));
+        }
+    }
+    for (key, v) in [("camera.width", c.width), ("camera.height", c.height)] {
+        if let Some(v) = v.filter(|v| !(16..=16384).contains(v)) {
+            out.push((key, format!("expected 16 to 16384 pixels, found {v}")));
+        }
+    }
+    if c.width.is_some() != c.height.is_some() {
+        out.push(("camera.width", "set camera.width and camera.height together".into()));
+    }
+    if let Some(fps) = c.fps.filter(|f| !(*f > 0.0 && *f <= 1000.0)) {
+        out.push((
+            "camera.fps",
+            format!("expected more than 0 and at most 1000, found {fps}"),
+        ));
+    }
+    if !(2..=32).contains(&c.buffers) {
+        out.push((
+            "camera.buffers",
+            format!("expected 2 to 32 buffers, found {}", c.buffers),
+        ));
+    }
+    out
+}
+
+fn gstreamer_problems(c: &GstreamerCamera) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let last = c.pipeline.rsplit('!').next().unwrap_or_default().trim();
+    if c.pipeline.trim().is_empty() {
+        out.push((
+            "camera.pipeline",
+            "must be a GStreamer pipeline ending in an appsink".into(),
+        ));
+    } else if !last.starts_with("appsink") {
+        out.push((
+            "camera.pipeline",
+            format!("must end in an appsink (`... ! videoconvert ! appsink`); it ends in `{last}`"),
+        ));
+    }
+    if c.max_buffers == 0 {
+        out.push(("camera.max_buffers", "must be at least 1 frame".into()));
+    }
+    out
 }
 
 fn check_rate(bad: &mut impl FnMut(&str, String), pps: f64) {

@@ -1,7 +1,7 @@
 //! linesight: line-side visual inspection. CLI only: parse, load config, hand over,
 //! print the error chain.
 
-use linesight::{camera, check, config, eval, model, pipeline, score};
+use linesight::{camera, check, commission, config, eval, model, pipeline, score};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -39,6 +39,29 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Save N frames from the configured camera (and trigger), as inspection sees them, for training.
+    Collect {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Frames to save.
+        #[arg(long)]
+        count: usize,
+        /// Folder for the PNG files and frames.jsonl (capture times).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Fire the reject output to check wiring and ejector timing: with a GPIO trigger, one
+    /// pulse reject.delay_ms after each part; in free run, one pulse every --interval-ms.
+    Pulse {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Pulses to fire.
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        /// Free run: time between pulse starts.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
     },
     /// Evaluate a model on labelled images: AUROC, operating points, per-kind table, plots.
     Eval {
@@ -141,6 +164,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// A flag set by Ctrl-C or SIGTERM.
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("cannot install the signal handler")?;
+    }
+    Ok(stop)
+}
+
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run {
@@ -189,6 +221,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 "reject pulses {} for {} rejected parts (merged where windows overlap); worst edge lateness {:.2} ms",
                 p.pulses, p.windows, p.worst_lateness_ms
             );
+            if let Some(camera) = &report.camera {
+                print!("{}", camera.render());
+            }
             if report.late_outcomes > 0 {
                 println!(
                     "late outcomes {} (parts already rejected at their deadline)",
@@ -205,6 +240,40 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => Ok(check::check(&config)),
+        Command::Collect { config, count, out } => {
+            let config = config::Config::load(&config)?;
+            let stop = stop_on_signals()?;
+            let r = commission::collect(&config, count, &out, &stop)?;
+            println!(
+                "saved {} frame(s) to {} ({} part(s) without an image skipped)",
+                r.saved,
+                out.display(),
+                r.skipped
+            );
+            Ok(if r.saved == count {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Pulse {
+            config,
+            count,
+            interval_ms,
+        } => {
+            let config = config::Config::load(&config)?;
+            let stop = stop_on_signals()?;
+            let r = commission::pulse(&config, count, std::time::Duration::from_millis(interval_ms), &stop)?;
+            println!(
+                "{} pulse(s) of {} ms fired; worst edge lateness {:.2} ms; {} output error(s)",
+                r.pulses, config.reject.pulse_ms, r.worst_lateness_ms, r.errors
+            );
+            Ok(if r.errors == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Eval {
             model,
             good,

@@ -48,7 +48,7 @@ impl Runtime {
                 .threshold
                 .unwrap_or(detector.manifest.calibration.threshold),
         );
-        let source = camera::open(&config)?;
+        let source = camera::open(&config, detector.manifest.input.channels)?;
         let results_path = match results_override {
             Some(p) => p.to_path_buf(),
             None => config.resolve(&config.record.results),
@@ -93,12 +93,17 @@ pub struct Report {
     pub late_outcomes: u64,
     /// Results lines that could not be written.
     pub record_errors: u64,
+    /// Camera losses, recoveries and trigger counts (sources that watch a camera).
+    pub camera: Option<camera::CameraHealth>,
 }
 
 /// A part as it passed the camera, announced to the judge before inspection starts.
 struct Captured {
     id: u64,
     capture_ns: u64,
+    frame_ns: Option<u64>,
+    /// The part has no image (missing frame, camera lost): its outcome is known already.
+    no_image: Option<(Reason, String)>,
     truth: Option<Truth>,
     origin: Option<String>,
 }
@@ -202,7 +207,7 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
     let late_outcomes = judge.join().expect("judge thread panicked");
     let pulses = actuator.join().expect("actuate thread panicked");
     let (stats, record_errors) = recorder.join().expect("record thread panicked");
-    source_result?;
+    let camera = source_result?;
     let mut summary = stats.summary();
     summary.provider = provider;
     Ok(Report {
@@ -210,6 +215,7 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
         pulses,
         late_outcomes,
         record_errors,
+        camera,
     })
 }
 
@@ -243,7 +249,7 @@ fn source_loop(
     faults: &FaultsConfig,
     max_parts: Option<u64>,
     stop: &AtomicBool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<camera::CameraHealth>> {
     let mut seen = 0u64;
     while !stop.load(Ordering::Relaxed) && max_parts.is_none_or(|m| seen < m) {
         let Some(mut frame) = source
@@ -259,13 +265,20 @@ fn source_loop(
             }
         }
         let (id, capture_ns) = (frame.id, frame.capture_ns);
+        let no_image = frame.image.as_ref().err().map(|e| (e.reason, e.detail.clone()));
         // The judge hears of the part first, so that its deadline runs from now on.
         let _ = judge.send(ToJudge::Captured(Captured {
             id,
             capture_ns,
+            frame_ns: frame.frame_ns,
+            no_image: no_image.clone(),
             truth: frame.truth.take(),
             origin: frame.origin.take(),
         }));
+        if no_image.is_some() {
+            // Nothing to inspect: the judge already has its outcome.
+            continue;
+        }
         match frames.try_send(frame) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -283,7 +296,7 @@ fn source_loop(
             Err(TrySendError::Disconnected(_)) => anyhow::bail!("the inspection stage stopped unexpectedly"),
         }
     }
-    Ok(())
+    Ok(source.health())
 }
 
 /// True for every n-th part (n = 0: never).
@@ -308,7 +321,7 @@ fn inspect_loop(
             ..Default::default()
         };
         let result = (|| {
-            let pixels = frame.image.as_ref().map_err(|e| (Reason::BrokenFrame, e.clone()))?;
+            let pixels = frame.image.as_ref().map_err(|e| (e.reason, e.detail.clone()))?;
             // written straight into the bound input tensor: no copy, no allocation
             preprocess::to_tensor(pixels, &spec, detector.input_mut())
                 .map_err(|e| (Reason::BrokenFrame, e.to_string()))?;
@@ -419,7 +432,22 @@ fn judge_loop(
             None => inbox.recv_timeout(crate::service::beat_wait()),
         };
         match msg {
-            Ok(ToJudge::Captured(c)) => pending.push_back(c),
+            Ok(ToJudge::Captured(mut c)) => {
+                if let Some(result) = c.no_image.take() {
+                    let latency = StageLatency::default();
+                    let (id, snapshot) = (c.id, None);
+                    arrived.insert(
+                        id,
+                        Outcome {
+                            id,
+                            result: Err(result),
+                            latency,
+                            snapshot,
+                        },
+                    );
+                }
+                pending.push_back(c);
+            }
             Ok(ToJudge::Outcome(o)) => {
                 if pending.iter().any(|p| p.id == o.id) {
                     arrived.insert(o.id, o);
@@ -452,6 +480,7 @@ fn decide(part: Captured, outcome: Outcome, threshold: Threshold, delay_ns: u64,
     PartRecord {
         id: part.id,
         capture_ns: part.capture_ns,
+        frame_ns: part.frame_ns,
         unix_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)

@@ -26,6 +26,10 @@ pub enum Reason {
     BrokenFrame,
     /// The inspection queue was full when the part arrived.
     Overload,
+    /// A trigger's window closed with no frame from a working camera.
+    MissingFrame,
+    /// The camera was lost (error, stall, unplugged) when the part passed.
+    CameraLost,
 }
 
 impl Reason {
@@ -44,6 +48,8 @@ impl Reason {
             Reason::InferenceError => "inference_error",
             Reason::BrokenFrame => "broken_frame",
             Reason::Overload => "overload",
+            Reason::MissingFrame => "missing_frame",
+            Reason::CameraLost => "camera_lost",
         }
     }
 }
@@ -79,6 +85,8 @@ mod tests {
             Reason::InferenceError,
             Reason::BrokenFrame,
             Reason::Overload,
+            Reason::MissingFrame,
+            Reason::CameraLost,
         ] {
             assert_eq!(r.verdict(), Verdict::Reject, "{r:?} must be fail-safe");
         }

@@ -24,41 +24,42 @@ pub struct GpioLine {
 }
 
 impl GpioLine {
-    /// Requests the line as an output at its deasserted level.
-    pub fn open(chip: &str, line: &LineRef, active_low: bool, consumer: &str) -> anyhow::Result<GpioLine> {
-        let mut chip_dev = find_chip(chip)?;
+    /// Requests the line as an output at its deasserted level; `key` (`reject.output`,
+    /// `status.fault_line`) names it in messages.
+    pub fn open(chip: &str, line: &LineRef, active_low: bool, consumer: &str, key: &str) -> anyhow::Result<GpioLine> {
+        let mut chip_dev = find_chip(chip, key)?;
         let offset = match line {
             LineRef::Offset(o) => {
                 if *o >= chip_dev.num_lines() {
                     bail!(
-                        "reject.output.line: offset {o} does not exist on {} (it has {} lines)",
+                        "{key}.line: offset {o} does not exist on {} (it has {} lines)",
                         chip_dev.path().display(),
                         chip_dev.num_lines()
                     );
                 }
                 *o
             }
-            LineRef::Name(n) => find_line(&mut chip_dev, n)?,
+            LineRef::Name(n) => find_line(&mut chip_dev, n, key)?,
         };
         let name = format!("{} line {offset} ({})", chip_dev.path().display(), chip_dev.label());
         let handle = chip_dev
             .get_line(offset)
             .and_then(|l| l.request(LineRequestFlags::OUTPUT, level(false, active_low) as u8, consumer))
             .with_context(|| {
-                format!("reject.output: cannot request {name} as an output (is it used by another program or driver?)")
+                format!("{key}: cannot request {name} as an output (is it used by another program or driver?)")
             })?;
-        let pin = CdevPin::new(handle).with_context(|| format!("reject.output: cannot read back {name}"))?;
+        let pin = CdevPin::new(handle).with_context(|| format!("{key}: cannot read back {name}"))?;
         Ok(GpioLine { pin, active_low, name })
     }
 }
 
 /// A chip by path (`/dev/gpiochip0`) or by label (`tegra234-gpio`).
-fn find_chip(chip: &str) -> anyhow::Result<Chip> {
+fn find_chip(chip: &str, key: &str) -> anyhow::Result<Chip> {
     if chip.starts_with('/') {
-        return Chip::new(chip).with_context(|| format!("reject.output.chip: cannot open {chip}"));
+        return Chip::new(chip).with_context(|| format!("{key}.chip: cannot open {chip}"));
     }
     let mut labels = Vec::new();
-    for c in gpio_cdev::chips().context("reject.output.chip: cannot list GPIO chips in /dev")? {
+    for c in gpio_cdev::chips().with_context(|| format!("{key}.chip: cannot list GPIO chips in /dev"))? {
         let c = c?;
         if c.label() == chip {
             return Ok(c);
@@ -66,7 +67,7 @@ fn find_chip(chip: &str) -> anyhow::Result<Chip> {
         labels.push(format!("{} ({})", c.label(), c.path().display()));
     }
     bail!(
-        "reject.output.chip: no GPIO chip labelled \"{chip}\"; found: {}",
+        "{key}.chip: no GPIO chip labelled \"{chip}\"; found: {}",
         if labels.is_empty() {
             "none".into()
         } else {
@@ -75,7 +76,7 @@ fn find_chip(chip: &str) -> anyhow::Result<Chip> {
     )
 }
 
-fn find_line(chip: &mut Chip, name: &str) -> anyhow::Result<u32> {
+fn find_line(chip: &mut Chip, name: &str, key: &str) -> anyhow::Result<u32> {
     for offset in 0..chip.num_lines() {
         let info = chip.get_line(offset)?.info()?;
         if info.name() == Some(name) {
@@ -83,7 +84,7 @@ fn find_line(chip: &mut Chip, name: &str) -> anyhow::Result<u32> {
         }
     }
     Err(anyhow!(
-        "reject.output.line: no line named \"{name}\" on {} ({})",
+        "{key}.line: no line named \"{name}\" on {} ({})",
         chip.path().display(),
         chip.label()
     ))

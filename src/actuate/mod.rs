@@ -20,9 +20,19 @@ pub trait RejectLine: Send {
 
 /// Opens the configured reject output, deasserted.
 pub fn open(config: &Config) -> anyhow::Result<Box<dyn RejectLine>> {
-    Ok(match &config.reject.output {
+    open_output(config, &config.reject.output, "linesight-reject", "reject.output")
+}
+
+/// Opens any output line (reject, fault), deasserted; `key` names it in messages.
+pub fn open_output(
+    config: &Config,
+    output: &OutputConfig,
+    consumer: &str,
+    key: &str,
+) -> anyhow::Result<Box<dyn RejectLine>> {
+    Ok(match output {
         OutputConfig::Gpio { chip, line, active_low } => {
-            Box::new(GpioLine::open(chip, line, *active_low, "linesight-reject")?)
+            Box::new(GpioLine::open(chip, line, *active_low, consumer, key)?)
         }
         OutputConfig::Simulated { edge_log } => {
             Box::new(SimulatedLine::new(edge_log.as_ref().map(|p| config.resolve(p)))?)

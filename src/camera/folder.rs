@@ -1,6 +1,6 @@
 //! Image files replayed as a production line.
 
-use super::{Frame, Pacer, Pixels, Truth};
+use super::{Frame, NoImage, Pacer, Pixels, Truth};
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 
@@ -98,11 +98,12 @@ impl super::Source for FolderSource {
         // A file that does not decode is still a part: it is rejected with the reason.
         let image = image::open(file)
             .map(Pixels::from_dynamic)
-            .map_err(|e| format!("cannot decode {}: {e}", file.display()));
+            .map_err(|e| NoImage::broken(format!("cannot decode {}: {e}", file.display())));
         let (id, capture_ns) = self.pacer.wait_for_part();
         Ok(Some(Frame {
             id,
             capture_ns,
+            frame_ns: None,
             image,
             truth: truth_of(&self.root, file),
             origin: Some(file.display().to_string()),

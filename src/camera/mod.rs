@@ -2,16 +2,30 @@
 //!
 //! A source blocks until the next part is in front of the camera and hands over its
 //! frame, stamped with the capture time on the monotonic clock.
+//!
+//! ```text
+//! device source (v4l2, gstreamer, synthetic, folder) ── feed thread (reopens on loss)
+//!        └──▶ supervise: free run (every frame a part) or trigger (parts from a sensor)
+//! ```
+//!
+//! `open` builds the whole chain; the pipeline sees one `Source`.
 
 mod folder;
+#[cfg(feature = "gstreamer")]
+pub mod gst;
+pub mod supervise;
 mod synthetic;
 mod synthetic_part;
+pub mod v4l2;
 
 pub use folder::{is_image, kind_from_name, list_images, FolderSource};
+pub use supervise::CameraHealth;
 pub use synthetic::SyntheticSource;
 pub use synthetic_part::{save_dataset, DefectKind, PartGenerator, PartSpec, SyntheticPart};
 
 use crate::config::{CameraConfig, Config};
+use crate::model::Channels;
+use crate::verdict::Reason;
 use anyhow::Context;
 
 /// Pixel layouts a frame may arrive in.
@@ -75,15 +89,35 @@ pub enum Truth {
     Defect(Option<String>),
 }
 
+/// Why a part has no usable image; the part is rejected with this reason.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NoImage {
+    pub reason: Reason,
+    pub detail: String,
+}
+
+impl NoImage {
+    /// The camera delivered something that cannot be read.
+    pub fn broken(detail: impl Into<String>) -> NoImage {
+        NoImage {
+            reason: Reason::BrokenFrame,
+            detail: detail.into(),
+        }
+    }
+}
+
 /// One part as seen by the camera.
 #[derive(Debug)]
 pub struct Frame {
     /// Part number, counted from 0 in the order parts passed the camera.
     pub id: u64,
-    /// Capture time on CLOCK_MONOTONIC (see clock.rs).
+    /// The part's time on CLOCK_MONOTONIC (see clock.rs): the frame's capture time, or
+    /// with a part-present trigger the sensor's edge. Deadline and reject delay run from it.
     pub capture_ns: u64,
-    /// The pixels, or why the frame could not be read (the part is then rejected).
-    pub image: Result<Pixels, String>,
+    /// With a trigger: the capture time of the frame matched to the part, if any.
+    pub frame_ns: Option<u64>,
+    /// The pixels, or why there are none (the part is then rejected).
+    pub image: Result<Pixels, NoImage>,
     pub truth: Option<Truth>,
     /// Where the frame came from, for the results log (a file name, say).
     pub origin: Option<String>,
@@ -128,10 +162,22 @@ pub trait Source: Send {
     fn next_frame(&mut self) -> anyhow::Result<Option<Frame>>;
     /// One line for logs: what this source is.
     fn describe(&self) -> String;
+    /// Camera losses, recoveries and frame counts so far, for sources that watch a camera.
+    fn health(&self) -> Option<CameraHealth> {
+        None
+    }
 }
 
-/// Opens the configured source.
-pub fn open(config: &Config) -> anyhow::Result<Box<dyn Source>> {
+/// Opens the configured camera and trigger: the source the pipeline reads parts from.
+/// `channels` is what the model wants, so that a camera delivers it without a second conversion.
+/// Fails if the camera cannot be opened now; once running, a lost camera is reopened.
+pub fn open(config: &Config, channels: Channels) -> anyhow::Result<Box<dyn Source>> {
+    supervise::open(config, channels)
+}
+
+/// Opens the configured device source once, unsupervised (check, collect, and each
+/// reopen after a loss). `stall` bounds how long one `next_frame` may wait for a frame.
+pub fn open_device(config: &Config, channels: Channels, stall: std::time::Duration) -> anyhow::Result<Box<dyn Source>> {
     Ok(match &config.camera {
         CameraConfig::Synthetic {
             width,
@@ -167,5 +213,13 @@ pub fn open(config: &Config) -> anyhow::Result<Box<dyn Source>> {
                     .with_context(|| format!("camera.path: cannot use {}", dir.display()))?,
             )
         }
+        CameraConfig::V4l2(c) => Box::new(v4l2::V4l2Source::open(c, channels, stall)?),
+        #[cfg(feature = "gstreamer")]
+        CameraConfig::Gstreamer(c) => Box::new(gst::GstSource::open(c, channels, stall)?),
+        #[cfg(not(feature = "gstreamer"))]
+        CameraConfig::Gstreamer(_) => anyhow::bail!(
+            "camera.kind: \"gstreamer\" needs a linesight built with the `gstreamer` feature \
+             (cargo build --release --features gstreamer); this one was built without it"
+        ),
     })
 }

@@ -27,6 +27,7 @@ impl super::Source for SyntheticSource {
         Ok(Some(Frame {
             id,
             capture_ns,
+            frame_ns: None,
             image: Ok(Pixels {
                 width: part.image.width(),
                 height: part.image.height(),

@@ -24,8 +24,11 @@ pub struct StageLatency {
 #[derive(Debug, Clone, Serialize)]
 pub struct PartRecord {
     pub id: u64,
-    /// Capture time, CLOCK_MONOTONIC ns.
+    /// The part's time, CLOCK_MONOTONIC ns: the frame's capture time, or the trigger's edge.
     pub capture_ns: u64,
+    /// With a trigger: the matched frame's capture time, CLOCK_MONOTONIC ns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame_ns: Option<u64>,
     /// Wall-clock time of the verdict (Unix ms), for matching with plant logs.
     pub unix_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -146,6 +149,7 @@ mod tests {
         let rec = PartRecord {
             id: 1,
             capture_ns: 5,
+            frame_ns: None,
             unix_ms: 0,
             origin: None,
             score: Some(0.25),

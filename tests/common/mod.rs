@@ -95,3 +95,44 @@ pub fn read_jsonl(path: &Path) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect()
 }
+
+/// Output edges (t_ns, level) from a simulated output's edge log.
+pub fn edges_of(path: &Path) -> Vec<(u64, bool)> {
+    read_jsonl(path)
+        .iter()
+        .map(|e| (e["t_ns"].as_u64().unwrap(), e["level"].as_bool().unwrap()))
+        .collect()
+}
+
+/// CLOCK_MONOTONIC now, in ns: the clock linesight stamps parts and edges with.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Replaces the `[camera]` table of a run's config.
+pub fn set_camera(sim: &SimRun, camera: toml::Table) {
+    let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&sim.config).unwrap()).unwrap();
+    set(&mut t, "camera", toml::Value::Table(camera));
+    std::fs::write(&sim.config, toml::to_string(&t).unwrap()).unwrap();
+}
+
+/// Parts that are not fail-safe rejects of the camera were inspected; a deadline miss or
+/// an overload on a loaded test machine is allowed for a few.
+pub fn assert_mostly_inspected<'a>(results: impl Iterator<Item = &'a Value>) {
+    let (mut n, mut inspected) = (0, 0);
+    for r in results {
+        n += 1;
+        if r["score"].is_number() {
+            inspected += 1;
+        } else {
+            assert!(
+                r["reason"] == "deadline_missed" || r["reason"] == "overload",
+                "not inspected and not for lack of time: {r}"
+            );
+        }
+    }
+    assert!(inspected * 10 >= n * 9, "only {inspected} of {n} parts inspected");
+}

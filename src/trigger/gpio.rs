@@ -1,0 +1,141 @@
+//! The trigger input: a GPIO line requested through the kernel's uAPI v2 (gpiocdev),
+//! with edge detection on CLOCK_MONOTONIC, so that every part is stamped by the kernel
+//! at the interrupt, not when linesight got round to reading it. (gpio-cdev's uAPI v1
+//! requests carry no per-line event clock and linux-embedded-hal exposes no events.)
+
+use super::{Debounce, TriggerEvent};
+use crate::config::{GpioTrigger, LineBias, LineRef, TriggerEdge};
+use anyhow::{anyhow, bail, Context};
+use crossbeam_channel::{bounded, Receiver};
+use gpiocdev::line::{Bias, EdgeDetection, EventClock};
+use gpiocdev::request::Request;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A chip by path (`/dev/gpiochip0`) or label (`9030000.pl061`); `key` names it in messages.
+pub fn find_chip(chip: &str, key: &str) -> anyhow::Result<gpiocdev::chip::Chip> {
+    if chip.starts_with('/') {
+        return gpiocdev::chip::Chip::from_path(chip).with_context(|| format!("{key}.chip: cannot open {chip}"));
+    }
+    let mut labels = Vec::new();
+    for path in gpiocdev::chip::chips().with_context(|| format!("{key}.chip: cannot list GPIO chips in /dev"))? {
+        let c = gpiocdev::chip::Chip::from_path(&path)?;
+        let info = c.info()?;
+        if info.label == chip {
+            return Ok(c);
+        }
+        labels.push(format!("{} ({})", info.label, path.display()));
+    }
+    bail!(
+        "{key}.chip: no GPIO chip labelled \"{chip}\"; found: {}",
+        if labels.is_empty() {
+            "none".into()
+        } else {
+            labels.join(", ")
+        }
+    )
+}
+
+/// The line's offset on `chip`, checked against the chip's size.
+pub fn find_offset(chip: &gpiocdev::chip::Chip, line: &LineRef, key: &str) -> anyhow::Result<u32> {
+    let info = chip.info()?;
+    match line {
+        LineRef::Offset(o) if *o < info.num_lines => Ok(*o),
+        LineRef::Offset(o) => bail!(
+            "{key}.line: offset {o} does not exist on {} (it has {} lines)",
+            chip.path().display(),
+            info.num_lines
+        ),
+        LineRef::Name(n) => chip.find_line_info(n).map(|i| i.offset).ok_or_else(|| {
+            anyhow!(
+                "{key}.line: no line named \"{n}\" on {} ({})",
+                chip.path().display(),
+                info.label
+            )
+        }),
+    }
+}
+
+/// One line for `linesight check`: the chip, the line's name and who holds it.
+pub fn describe_line(chip: &str, line: &LineRef, key: &str) -> anyhow::Result<String> {
+    let c = find_chip(chip, key)?;
+    let offset = find_offset(&c, line, key)?;
+    let info = c.info()?;
+    let l = c.line_info(offset)?;
+    Ok(format!(
+        "{} ({}, {} lines) line {offset} \"{}\"{}",
+        c.path().display(),
+        info.label,
+        info.num_lines,
+        l.name,
+        if l.used {
+            format!(", in use by \"{}\"", l.consumer)
+        } else {
+            ", free".into()
+        }
+    ))
+}
+
+/// Requests the trigger line and starts the thread that reads its edges.
+pub fn spawn(config: &GpioTrigger) -> anyhow::Result<(Receiver<TriggerEvent>, String)> {
+    let chip = find_chip(&config.chip, "trigger")?;
+    let offset = find_offset(&chip, &config.line, "trigger")?;
+    let path: PathBuf = chip.path().to_path_buf();
+    let label = chip.info()?.label;
+    let edge = match config.edge {
+        TriggerEdge::Rising => EdgeDetection::RisingEdge,
+        TriggerEdge::Falling => EdgeDetection::FallingEdge,
+    };
+    let bias = config.bias.map(|b| match b {
+        LineBias::PullUp => Bias::PullUp,
+        LineBias::PullDown => Bias::PullDown,
+        LineBias::Disabled => Bias::Disabled,
+    });
+    let request = Request::builder()
+        .on_chip(&path)
+        .with_consumer("linesight-trigger")
+        .with_line(offset)
+        .as_input()
+        .with_bias(bias)
+        .with_edge_detection(edge)
+        .with_event_clock(EventClock::Monotonic)
+        .request()
+        .with_context(|| {
+            format!(
+                "trigger: cannot request {} line {offset} for edge events (is it used by another program or driver?)",
+                path.display()
+            )
+        })?;
+    let describe = format!(
+        "gpio {} ({label}) line {offset}, {} edge, debounce {} µs",
+        path.display(),
+        match config.edge {
+            TriggerEdge::Rising => "rising",
+            TriggerEdge::Falling => "falling",
+        },
+        config.debounce_us
+    );
+    let (tx, rx) = bounded(256);
+    let mut debounce = Debounce::new(Duration::from_micros(config.debounce_us));
+    std::thread::Builder::new().name("ls-trigger".into()).spawn(move || {
+        // Held by this thread for the life of the run: dropping it releases the line.
+        let request = request;
+        loop {
+            let event = match request.wait_edge_event(Duration::from_millis(500)) {
+                Ok(false) => continue,
+                Ok(true) => request.read_edge_event(),
+                Err(e) => Err(e),
+            };
+            let msg = match event {
+                Ok(ev) if debounce.accept(ev.timestamp_ns) => TriggerEvent::Edge(ev.timestamp_ns),
+                Ok(_) => continue,
+                Err(e) => TriggerEvent::Failed(format!("reading edge events failed: {e}")),
+            };
+            let failed = matches!(msg, TriggerEvent::Failed(_));
+            if tx.send(msg).is_err() || failed {
+                return;
+            }
+        }
+    })?;
+    Ok((rx, describe))
+}

@@ -1,0 +1,104 @@
+//! Camera loss and recovery on the sim line, through the commissioning drill
+//! `[faults] camera_loss_at_part`: the camera errors after N frames and cannot be
+//! reopened for a while. (tests/gstreamer.rs loses a real GStreamer network camera.)
+//! The parts of the outage are fail-safe rejects, the fault output is high exactly
+//! while the camera is down, and the line recovers without a restart.
+
+mod common;
+
+use common::{edges_of, set, SimRun};
+use serde_json::Value;
+
+const MS: u64 = 1_000_000;
+
+#[test]
+fn a_lost_camera_rejects_its_parts_raises_the_fault_output_and_recovers() {
+    let sim = SimRun::new(|t| {
+        set(t, "camera.parts_per_second", 10.0.into());
+        // Room for a loaded test machine: the deadline is not what this test is about.
+        set(t, "decision.deadline_ms", 250.into());
+        set(t, "reject.delay_ms", 400.into());
+        set(t, "camera.defect_ratio", 0.0.into());
+        set(t, "faults.camera_loss_at_part", 15.into());
+        set(t, "faults.camera_loss_ms", 1000.into());
+        set(t, "status.camera_retry_ms", 50.into());
+        set(t, "status.camera_retry_max_ms", 200.into());
+        set(t, "status.fault_line.kind", "simulated".into());
+    });
+    let fault_log = sim.dir.path().join("fault.jsonl");
+    let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&sim.config).unwrap()).unwrap();
+    set(
+        &mut t,
+        "status.fault_line.edge_log",
+        fault_log.display().to_string().into(),
+    );
+    std::fs::write(&sim.config, toml::to_string(&t).unwrap()).unwrap();
+
+    let out = sim.run(&["--max-parts", "45"]);
+    let results = sim.results();
+    let ids: Vec<u64> = results.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, (0..45).collect::<Vec<_>>(), "every part once, in order");
+
+    let lost: Vec<&Value> = results.iter().filter(|r| r["reason"] == "camera_lost").collect();
+    let first_lost = lost[0]["id"].as_u64().unwrap();
+    let last_lost = lost.last().unwrap()["id"].as_u64().unwrap();
+    assert_eq!(first_lost, 15, "the camera is lost after 15 frames");
+    assert_eq!(
+        (last_lost - first_lost + 1) as usize,
+        lost.len(),
+        "the outage is one run of parts"
+    );
+    // 1 s unplugged, reopened within one more backoff step (≤ 200 ms), at 10 parts/s.
+    assert!((9..=13).contains(&lost.len()), "{} camera_lost parts", lost.len());
+    for r in &lost {
+        assert_eq!(r["verdict"], "reject");
+        assert!(r["score"].is_null());
+        assert!(r["detail"].as_str().unwrap().contains("unplugged"), "{r}");
+    }
+    // The stand-in parts keep the line's pitch (100 ms).
+    for w in lost.windows(2) {
+        let gap = w[1]["capture_ns"].as_u64().unwrap() - w[0]["capture_ns"].as_u64().unwrap();
+        assert!((95 * MS..=105 * MS).contains(&gap), "pitch {} ms", gap / MS);
+    }
+    // Before and after the outage, parts are inspected (a loaded machine may miss a deadline).
+    common::assert_mostly_inspected(results.iter().filter(|r| r["reason"] != "camera_lost"));
+
+    // The fault output: high once, from the loss to the first frame after it.
+    let edges = edges_of(&fault_log);
+    assert_eq!(
+        edges.iter().map(|e| e.1).collect::<Vec<_>>(),
+        [true, false],
+        "{edges:?}"
+    );
+    let capture = |id: u64| results[id as usize]["capture_ns"].as_u64().unwrap();
+    let (rise, fall) = (edges[0].0, edges[1].0);
+    assert!(
+        rise > capture(14) && rise < capture(14) + 20 * MS,
+        "fault raised at the loss"
+    );
+    let back = capture(last_lost + 1);
+    assert!(
+        fall >= back && fall < back + 20 * MS,
+        "fault dropped with the first frame back ({} ms after it)",
+        (fall as i64 - back as i64) / MS as i64
+    );
+    let down_ms = (fall - rise) / MS;
+    assert!((1000..1300).contains(&down_ms), "down {down_ms} ms");
+
+    // Every camera_lost part got its reject pulse.
+    let reject_edges = sim.edges();
+    for r in &lost {
+        let start = r["eject_ns"][0].as_u64().unwrap();
+        let high = reject_edges
+            .chunks(2)
+            .any(|p| p[0].1 && p[0].0 <= start + 2 * MS && p[1].0 + 2 * MS >= start + 40 * MS);
+        assert!(high, "part {} has its pulse", r["id"]);
+    }
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("camera lost 1 time(s), recovered 1;"), "{summary}");
+    assert!(
+        summary.contains(&format!("{} part(s) rejected as camera_lost", lost.len())),
+        "{summary}"
+    );
+    assert!(summary.contains("camera_lost"), "{summary}");
+}
