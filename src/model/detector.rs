@@ -251,17 +251,6 @@ impl Detector {
         Ok(())
     }
 
-    /// Copies `input` into the bound input tensor and runs the model (for callers that
-    /// hold their own tensor; the frame path writes into `input_mut` and calls `run`).
-    pub fn infer(&mut self, input: &[f32], want_map: bool) -> anyhow::Result<Inspection> {
-        let dst = self.input_mut();
-        if dst.len() != input.len() {
-            bail!("input has {} values, the model takes {}", input.len(), dst.len());
-        }
-        dst.copy_from_slice(input);
-        self.run(want_map)
-    }
-
     /// Runs the model on the bound input. The anomaly map is copied out only when wanted.
     pub fn run(&mut self, want_map: bool) -> anyhow::Result<Inspection> {
         let m = &self.manifest;
