@@ -131,14 +131,7 @@ impl Detector {
                             );
                         }
                     }
-                    let detector = Detector::bind(session, manifest, serving)?;
-                    detector.check_signature().with_context(|| {
-                        format!(
-                            "model {} does not match its manifest",
-                            detector.manifest.onnx_path().display()
-                        )
-                    })?;
-                    return Ok(detector);
+                    return Detector::bind(session, manifest, serving);
                 }
                 Err(e) if serving.provider != ProviderKind::Cpu => {
                     let reason = format!("the session could not be built: {e}");
@@ -172,6 +165,8 @@ impl Detector {
             manifest,
             serving,
         };
+        d.check_signature()
+            .with_context(|| format!("model {} does not match its manifest", d.manifest.onnx_path().display()))?;
         if gpu {
             if let Err(e) = d.probe() {
                 eprintln!(
