@@ -6,7 +6,7 @@
 #   bash bench/gpu.sh [OUT_DIR]
 #
 # Per shipped model: `linesight bench` on cpu and cuda (batch-1 latency, throughput,
-# memory), the full pipeline on the synthetic line (capture -> verdict latency), the
+# memory; frames from the synthetic line whatever the model). For sim-flange: the full pipeline on the synthetic line (capture -> verdict latency), the
 # score drift (`eval --compare-providers cpu,cuda`), and the TensorRT fallback messages
 # under both policies (TensorRT's own libraries are absent here). Needs a built
 # target/release/linesight, or LINESIGHT=path.
@@ -22,7 +22,7 @@ trap 'rm -rf "$work"' EXIT
 prov() {
   local f="$work/cfg-$RANDOM.toml"
   sed -e "s|^intra_threads = .*|intra_threads = ${THREADS:-1}\nproviders = [$1]\n${2:-}|" \
-      -e "s|\.\./\.\./models/|$PWD/models/|" \
+      -e "s|^dir = .*|dir = \"$PWD/models/${MODEL:-sim-flange}\"|" \
       -e "s|^edge_log = .*|edge_log = \"$work/edges.jsonl\"|" \
       -e "s|^results = .*|results = \"$work/results.jsonl\"|" board/sim/linesight.toml > "$f"
   echo "$f"
@@ -33,10 +33,14 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader ||
 nproc
 echo "ONNX Runtime: ${ORT_DYLIB_PATH:-bundled}"
 
-for p in cpu cuda; do
-  echo "== bench sim-flange on $p"
-  "$ls" bench --config "$(prov "\"$p\"")" --runs "${RUNS:-1000}" --json "$out/bench-$p.json" 2>&1 | grep -v '^linesight: camera'
+for MODEL in sim-flange magnetic-tile; do
+  [ -f "models/$MODEL/model.onnx" ] || continue
+  for p in cpu cuda; do
+    echo "== bench $MODEL on $p"
+    "$ls" bench --config "$(prov "\"$p\"")" --runs "${RUNS:-1000}" --json "$out/bench-$MODEL-$p.json" 2>&1 | grep -v '^linesight: camera'
+  done
 done
+MODEL=sim-flange
 echo "== bench sim-flange on cuda, CUDA graph"
 "$ls" bench --config "$(prov '"cuda"' '[runtime.cuda]\ncuda_graph = true')" --runs "${RUNS:-1000}" --json "$out/bench-cuda-graph.json" 2>&1 | tail -8
 

@@ -388,6 +388,12 @@ pub struct RecordConfig {
     /// Folder for saved images, `<id>_<reason>.png`.
     #[serde(default = "default_save_dir")]
     pub save_dir: PathBuf,
+    /// Prometheus text file (for node_exporter's textfile collector, e.g.
+    /// `/var/lib/node_exporter/textfile_collector/linesight.prom`): parts, rejects by reason,
+    /// stage latencies and `linesight_info{model, provider}`; rewritten about once a second.
+    /// Unset: none.
+    #[serde(default)]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// `record.save`
@@ -405,6 +411,7 @@ impl Default for RecordConfig {
         RecordConfig {
             results: default_results(),
             progress_s: default_progress_s(),
+            metrics_file: None,
             save: SaveImages::None,
             save_dir: default_save_dir(),
         }

@@ -15,7 +15,7 @@ use crate::clock;
 use crate::config::{Config, FaultsConfig, SaveImages};
 use crate::model::{Detector, Manifest};
 use crate::preprocess;
-use crate::record::{PartRecord, ResultsLog, RunStats, Snapshot, StageLatency, Summary};
+use crate::record::{MetricsFile, PartRecord, ResultsLog, RunStats, Snapshot, StageLatency, Summary};
 use crate::verdict::{Reason, Threshold};
 use anyhow::Context;
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -159,10 +159,22 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
     let progress_s = config.record.progress_s;
     let save = config.record.save;
     let save_dir = config.resolve(&config.record.save_dir);
+    let metrics = config
+        .record
+        .metrics_file
+        .as_ref()
+        .map(|p| MetricsFile::new(config.resolve(p), &detector.manifest.name, &detector.serving.detail));
 
     let actuator = spawn("actuate", move || actuate::run_scheduler(reject, window_rx))?;
     let recorder = spawn("record", move || {
-        record_loop(results, record_rx, started_ns, progress_s, (save_dir, threshold))
+        record_loop(
+            results,
+            record_rx,
+            started_ns,
+            progress_s,
+            (save_dir, threshold),
+            metrics,
+        )
     })?;
     let judge = {
         let judge_rx = judge_rx.clone();
@@ -495,12 +507,21 @@ fn record_loop(
     started_ns: u64,
     progress_s: f64,
     (save_dir, threshold): (std::path::PathBuf, Threshold),
+    metrics: Option<MetricsFile>,
 ) -> (RunStats, u64) {
     let mut stats = RunStats::new(started_ns);
     let mut errors = 0u64;
     let tty = std::io::stderr().is_terminal();
     let every_ns = (progress_s * 1e9) as u64;
     let (mut last_ns, mut last_parts) = (clock::now_ns(), 0u64);
+    let mut metrics_ns = 0u64;
+    let write_metrics = |stats: &RunStats| {
+        if let Some(m) = &metrics {
+            if let Err(e) = m.write(&stats.summary()) {
+                eprintln!("linesight: WARN record.metrics_file {}: {e}", m.path().display());
+            }
+        }
+    };
     for Recorded { record, snapshot } in records {
         if let Some(snap) = snapshot {
             // Images are a help, not the record: a failure is reported, the verdict stands.
@@ -519,6 +540,10 @@ fn record_loop(
         }
         stats.add(&record);
         let now = clock::now_ns();
+        if now - metrics_ns >= 1_000_000_000 {
+            write_metrics(&stats);
+            metrics_ns = now;
+        }
         if every_ns > 0 && now - last_ns >= every_ns {
             let rate = (stats.parts - last_parts) as f64 / ((now - last_ns) as f64 / 1e9);
             let line = stats.progress_line(rate);
@@ -533,6 +558,7 @@ fn record_loop(
     if tty && every_ns > 0 {
         eprintln!();
     }
+    write_metrics(&stats);
     if let Err(e) = results.sync() {
         errors += 1;
         eprintln!("linesight: ERROR {e:#}");

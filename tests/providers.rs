@@ -84,3 +84,28 @@ fn check_names_the_serving_provider() {
         "{said}"
     );
 }
+
+#[test]
+fn the_serving_provider_is_a_metric_label() {
+    let sim = SimRun::new(|t| {
+        set(t, "record.metrics_file", "linesight.prom".into());
+    });
+    sim.run(&["--max-parts", "5"]);
+    let prom = std::fs::read_to_string(sim.dir.path().join("linesight.prom")).unwrap();
+    assert!(
+        prom.contains("linesight_info{model=\"sim-flange\",provider=\"cpu\",provider_detail=\"cpu\"} 1"),
+        "{prom}"
+    );
+    assert!(prom.contains("linesight_parts_total 5\n"), "{prom}");
+    let rejects: u64 = sim.results().iter().filter(|r| r["verdict"] == "reject").count() as u64;
+    let counted: u64 = prom
+        .lines()
+        .filter(|l| l.starts_with("linesight_rejects_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(counted, rejects, "{prom}");
+    assert!(
+        prom.contains("linesight_stage_latency_ms{stage=\"inference\",quantile=\"0.5\"}"),
+        "{prom}"
+    );
+}

@@ -118,8 +118,8 @@ fn ready_only_when_warm_then_watchdog_fed_by_the_line_then_stopping() {
         status.contains("model sim-flange warm") && status.contains("armed"),
         "READY carries what is ready: {status:?}"
     );
-    // The model was warmed (one inference) before READY was sent.
-    assert!(stderr.contains("model warm ("), "{stderr}");
+    // The model was warmed (the configured warm-up runs) before READY was sent.
+    assert!(stderr.contains("model warm on cpu ("), "{stderr}");
 
     // Nothing about parts or the watchdog before READY: no part is inspected before
     // `systemctl start` would return.

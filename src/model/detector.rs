@@ -39,6 +39,56 @@ fn ort_err<T, E: Display>(r: Result<T, E>, what: &str) -> anyhow::Result<T> {
     r.map_err(|e| anyhow!("{what}: {e}"))
 }
 
+type Bound = (Tensor<f32>, IoBinding, Option<IoBinding>);
+
+fn bindings(session: &Session, m: &Manifest, serving: &Serving, pinned: bool) -> anyhow::Result<Bound> {
+    let input_alloc = if pinned {
+        let info = MemoryInfo::new(
+            AllocationDevice::CUDA_PINNED,
+            0,
+            AllocatorType::Device,
+            MemoryType::CPUInput,
+        )
+        .map_err(|e| anyhow!("pinned host memory: {e}"))?;
+        Allocator::new(session, info).map_err(|e| anyhow!("pinned host memory: {e}"))?
+    } else {
+        Allocator::default()
+    };
+    let shape: Vec<i64> = m.input.shape.iter().map(|d| *d as i64).collect();
+    let input =
+        Tensor::<f32>::new(&input_alloc, shape).map_err(|e| anyhow!("cannot allocate the input tensor: {e}"))?;
+    let host = Allocator::default();
+    let score = || Tensor::<f32>::new(&host, [1_i64]).map_err(|e| anyhow!("cannot allocate the score tensor: {e}"));
+    let map_shape = [1_i64, 1, m.input.height() as i64, m.input.width() as i64];
+    let mut with_map = session.create_binding().map_err(|e| anyhow!("I/O binding: {e}"))?;
+    with_map
+        .bind_output(m.outputs.score.as_str(), score()?)
+        .map_err(|e| anyhow!("binding output \"{}\": {e}", m.outputs.score))?;
+    let mut without_map = None;
+    if let Some(name) = &m.outputs.anomaly_map {
+        let map = Tensor::<f32>::new(&host, map_shape).map_err(|e| anyhow!("cannot allocate the map tensor: {e}"))?;
+        with_map
+            .bind_output(name.as_str(), map)
+            .map_err(|e| anyhow!("binding output \"{name}\": {e}"))?;
+        if serving.provider != ProviderKind::Cpu {
+            let mut b = session.create_binding().map_err(|e| anyhow!("I/O binding: {e}"))?;
+            b.bind_output(m.outputs.score.as_str(), score()?)
+                .map_err(|e| anyhow!("binding output \"{}\": {e}", m.outputs.score))?;
+            let device = MemoryInfo::new(
+                AllocationDevice::CUDA,
+                serving.device_id,
+                AllocatorType::Device,
+                MemoryType::Default,
+            )
+            .map_err(|e| anyhow!("device memory: {e}"))?;
+            b.bind_output_to_device(name.as_str(), &device)
+                .map_err(|e| anyhow!("binding output \"{name}\" to the device: {e}"))?;
+            without_map = Some(b);
+        }
+    }
+    Ok((input, with_map, without_map))
+}
+
 impl Detector {
     /// Loads the library (once per process), checks the model file against its manifest,
     /// registers the execution providers and builds the session. A provider that
@@ -58,9 +108,11 @@ impl Detector {
             }
             let mut serving = providers::register(&mut builder, runtime, &manifest.sha256, from)?;
             let started = Instant::now();
-            let committed = progress::while_running(&format!("building the session on {}", serving.detail), || {
-                builder.commit_from_memory(&onnx)
-            });
+            let trt = serving.provider == ProviderKind::Tensorrt;
+            let committed =
+                progress::while_running(&format!("building the session on {}", serving.detail), trt, || {
+                    builder.commit_from_memory(&onnx)
+                });
             let at = runtime
                 .providers
                 .iter()
@@ -105,67 +157,48 @@ impl Detector {
         }
     }
 
-    /// Allocates the I/O tensors (pinned host memory when a GPU serves) and binds them.
+    /// Allocates the I/O tensors and binds them. The input lives in pinned host memory
+    /// when a GPU serves and `pinned` (a faster upload); the outputs in ordinary host
+    /// memory (ONNX Runtime 1.31's CUDA provider refuses outputs bound to pinned memory),
+    /// and with a GPU the map has a second binding that keeps it on the device.
     fn bind(session: Session, manifest: Manifest, serving: Serving) -> anyhow::Result<Detector> {
         let gpu = serving.provider != ProviderKind::Cpu;
-        let device_id = serving.device_id;
-        let host = |kind: MemoryType| -> anyhow::Result<Allocator> {
-            if gpu {
-                let info = MemoryInfo::new(AllocationDevice::CUDA_PINNED, 0, AllocatorType::Device, kind)
-                    .map_err(|e| anyhow!("pinned host memory: {e}"))?;
-                Allocator::new(&session, info).map_err(|e| anyhow!("pinned host memory: {e}"))
-            } else {
-                Ok(Allocator::default())
-            }
-        };
-        let m = &manifest;
-        let shape: Vec<i64> = m.input.shape.iter().map(|d| *d as i64).collect();
-        let input = Tensor::<f32>::new(&host(MemoryType::CPUInput)?, shape)
-            .map_err(|e| anyhow!("cannot allocate the input tensor: {e}"))?;
-        let out_alloc = host(MemoryType::CPUOutput)?;
-        let score =
-            || Tensor::<f32>::new(&out_alloc, [1_i64]).map_err(|e| anyhow!("cannot allocate the score tensor: {e}"));
-        let map_shape = [1_i64, 1, m.input.height() as i64, m.input.width() as i64];
-        let mut with_map = session.create_binding().map_err(|e| anyhow!("I/O binding: {e}"))?;
-        with_map
-            .bind_output(m.outputs.score.as_str(), score()?)
-            .map_err(|e| anyhow!("binding output \"{}\": {e}", m.outputs.score))?;
-        let mut without_map = None;
-        if let Some(name) = &m.outputs.anomaly_map {
-            let map = Tensor::<f32>::new(&out_alloc, map_shape)
-                .map_err(|e| anyhow!("cannot allocate the map tensor: {e}"))?;
-            with_map
-                .bind_output(name.as_str(), map)
-                .map_err(|e| anyhow!("binding output \"{name}\": {e}"))?;
-            if gpu {
-                let mut b = session.create_binding().map_err(|e| anyhow!("I/O binding: {e}"))?;
-                b.bind_output(m.outputs.score.as_str(), score()?)
-                    .map_err(|e| anyhow!("binding output \"{}\": {e}", m.outputs.score))?;
-                let device = MemoryInfo::new(
-                    AllocationDevice::CUDA,
-                    device_id,
-                    AllocatorType::Device,
-                    MemoryType::Default,
-                )
-                .map_err(|e| anyhow!("device memory: {e}"))?;
-                b.bind_output_to_device(name.as_str(), &device)
-                    .map_err(|e| anyhow!("binding output \"{name}\" to the device: {e}"))?;
-                without_map = Some(b);
-            }
-        }
-        Ok(Detector {
+        let (input, with_map, without_map) = bindings(&session, &manifest, &serving, gpu)?;
+        let mut d = Detector {
             session,
             input,
             with_map,
             without_map,
             manifest,
             serving,
-        })
+        };
+        if gpu {
+            if let Err(e) = d.probe() {
+                eprintln!(
+                    "linesight: WARN this ONNX Runtime refused the GPU I/O binding ({e:#}); using ordinary host memory, map copied back every run"
+                );
+                let (input, with_map, _) = bindings(&d.session, &d.manifest, &d.serving, false)?;
+                (d.input, d.with_map, d.without_map) = (input, with_map, None);
+                d.probe().context("inference with host-memory I/O binding failed")?;
+            }
+        }
+        Ok(d)
+    }
+
+    /// One run with and one without the map, on a blank input.
+    fn probe(&mut self) -> anyhow::Result<()> {
+        self.input_mut().fill(0.0);
+        self.run(false)?;
+        self.run(true).map(|_| ())
     }
 
     /// The input tensor (NCHW, as the manifest says) for preprocessing to fill in place.
     pub fn input_mut(&mut self) -> &mut [f32] {
-        self.input.extract_tensor_mut().1
+        let n: usize = self.manifest.input.shape.iter().product();
+        // `extract_tensor_mut` refuses CUDA-pinned memory although it is host memory; the
+        // tensor was allocated at open with exactly the manifest's shape, as f32.
+        // SAFETY: the pointer is to n f32s owned by `self.input`, borrowed mutably with self.
+        unsafe { std::slice::from_raw_parts_mut(self.input.data_ptr_mut().cast::<f32>(), n) }
     }
 
     /// Runs `runs` inferences on a blank input before the line is armed: a TensorRT engine
@@ -174,10 +207,11 @@ impl Detector {
     pub fn warm_up(&mut self, runs: u32) -> anyhow::Result<f64> {
         self.input_mut().fill(0.0);
         let what = format!("warming up on {}", self.serving.detail);
+        let trt = self.serving.provider == ProviderKind::Tensorrt;
         let mut worst = 0.0f64;
         for _ in 0..runs.max(1) {
             let t = Instant::now();
-            progress::while_running(&what, || self.run(false)).context("warm-up inference failed")?;
+            progress::while_running(&what, trt, || self.run(false)).context("warm-up inference failed")?;
             worst = worst.max(t.elapsed().as_secs_f64() * 1e3);
         }
         Ok(worst)
@@ -215,17 +249,6 @@ impl Detector {
             }
         }
         Ok(())
-    }
-
-    /// Copies `input` into the bound input tensor and runs the model (for callers that
-    /// hold their own tensor; the frame path writes into `input_mut` and calls `run`).
-    pub fn infer(&mut self, input: &[f32], want_map: bool) -> anyhow::Result<Inspection> {
-        let dst = self.input_mut();
-        if dst.len() != input.len() {
-            bail!("input has {} values, the model takes {}", input.len(), dst.len());
-        }
-        dst.copy_from_slice(input);
-        self.run(want_map)
     }
 
     /// Runs the model on the bound input. The anomaly map is copied out only when wanted.
