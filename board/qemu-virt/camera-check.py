@@ -46,6 +46,10 @@ def main():
     ap.add_argument("--dir", required=True)
     ap.add_argument("--gap-tolerance-ms", type=float, default=60.0,
                     help="allowed difference between a gap of the host's pulses and the gap of the guest's edge times")
+    ap.add_argument("--claim-pulses", type=int,
+                    help="check against this many pulses sent instead of pulses.jsonl's count (to show the check can fail)")
+    ap.add_argument("--swap-loop-parts", action="store_true",
+                    help="expect the good part rejected and the defective one passed (to show the check can fail)")
     a = ap.parse_args()
     d, out = a.dir, os.path.join(a.dir, "out")
     problems = []
@@ -101,8 +105,9 @@ def main():
         problems.append(f"trigger run exited {rc('trigger')}:\n{log('trigger')[-3000:]}")
     if not sent:
         problems.append("no pulses were sent")
-    if len(parts) != len(sent):
-        problems.append(f"trigger: {len(parts)} parts for {len(sent)} pulses sent")
+    n_sent = a.claim_pulses if a.claim_pulses is not None else len(sent)
+    if len(parts) != n_sent:
+        problems.append(f"trigger: {len(parts)} parts for {n_sent} pulses sent")
     if [p["id"] for p in parts] != list(range(len(parts))):
         problems.append("trigger: parts not numbered in order")
     worst = 0.0
@@ -143,7 +148,10 @@ def main():
             diff = sum(a != b for ra, rb in zip(got[2], sent_good[2]) for a, b in zip(ra, rb)) if got[:2] == sent_good[:2] else -1
             problems.append(f"loop: {f['file']} ({got[0]}x{got[1]}) differs from the part written to the output ({diff} pixels)")
     verdicts = {}
-    for name, want in [("loop-good", "below_threshold"), ("loop-defect", "above_threshold")]:
+    wants = [("loop-good", "below_threshold"), ("loop-defect", "above_threshold")]
+    if a.swap_loop_parts:
+        wants = [("loop-good", "above_threshold"), ("loop-defect", "below_threshold")]
+    for name, want in wants:
         res = jsonl(os.path.join(out, f"{name}.jsonl")) if os.path.exists(os.path.join(out, f"{name}.jsonl")) else []
         if rc(name) != "0" or len(res) != 1:
             problems.append(f"{name}: exited {rc(name)} with {len(res)} parts:\n{log(name)[-2000:]}")

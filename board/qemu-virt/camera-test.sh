@@ -17,7 +17,12 @@
 # verdicts right, camera_lost rejects while vivid was gone, the fault line high
 # exactly once in QEMU's pl061_set_output trace, and recovery without a restart.
 #
-#   board/qemu-virt/camera-test.sh [--pulses N] [--recheck]
+#   board/qemu-virt/camera-test.sh [--pulses N] [--recheck [--claim-pulses N] [--swap-loop-parts]]
+#
+#   --recheck            no boot: check the last run (.cache/camera-last) again
+#   --claim-pulses N     check as if N pulses had been sent: with a wrong N it must FAIL
+#   --swap-loop-parts    expect the looped good part rejected and the defect passed:
+#                        it must FAIL
 #
 # Needs the aarch64 build first (cargo zigbuild --release --target
 # aarch64-unknown-linux-gnu.2.31); builds examples/v4l2_feed the same way. The
@@ -32,17 +37,20 @@ cache=$here/.cache
 
 pulses=8
 recheck=0
+claims=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --pulses) pulses=$2; shift 2 ;;
         --recheck) recheck=1; shift ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --claim-pulses) claims+=(--claim-pulses "$2"); shift 2 ;;
+        --swap-loop-parts) claims+=(--swap-loop-parts); shift ;;
+        -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "qemu-virt: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 t0=$(date +%s.%N)
 last=$cache/camera-last
-check() { python3 "$here/camera-check.py" --dir "$1"; }
+check() { python3 "$here/camera-check.py" --dir "$1" ${claims[@]+"${claims[@]}"}; }
 if [ "$recheck" = 1 ]; then
     check "$last"
     exit
