@@ -6,10 +6,12 @@
 #   3. linesight run          parts from PL061 line 3, which is wired to QEMU's power
 #                             button: the host pulses it N times with system_powerdown
 #                             on the QEMU monitor; frames (YUYV) are matched to the edges
-#   4. linesight collect/run  vivid's video loop: a good and a defective part written
+#   4. linesight pulse        3 more button pulses; a reject pulse on line 5 must
+#                             follow each by reject.delay_ms (300 ms), 100 ms wide
+#   5. linesight collect/run  vivid's video loop: a good and a defective part written
 #                             to its HDMI output come back on its HDMI capture, through
 #                             the v4l2 source, and are inspected (one part per run)
-#   5. linesight run          free run while vivid is unbound and bound again: the
+#   6. linesight run          free run while vivid is unbound and bound again: the
 #                             camera vanishes and comes back; fault output on line 6
 # The host then checks (camera-check.py): parts = pulses sent, their kernel edge times
 # spaced as the host sent them, a frame in every part's window, kernel buffer times at
@@ -106,7 +108,7 @@ tail -n +1 -F "$run/console.log" 2>/dev/null | sed -u 's/^/  vm| /' &
 
 # The trigger run is armed (camera open, line 3 requested): pulse the button from here.
 python3 "$here/camera-pulse.py" --console "$run/console.log" --monitor "$run/monitor.sock" \
-    --pulses "$pulses" --out "$run/pulses.jsonl" || { kill "$qemu" 2>/dev/null; die "could not pulse the power button"; }
+    --pulses "$pulses" --out "$run/pulses.jsonl" --eject-pulses 3 --eject-out "$run/eject-pulses.jsonl" || { kill "$qemu" 2>/dev/null; die "could not pulse the power button"; }
 set +e
 wait "$qemu"
 qrc=$?
