@@ -92,7 +92,18 @@ fn a_lost_camera_rejects_its_parts_raises_the_fault_output_and_recovers() {
         let high = reject_edges
             .chunks(2)
             .any(|p| p[0].1 && p[0].0 <= start + 2 * MS && p[1].0 + 2 * MS >= start + 40 * MS);
-        assert!(high, "part {} has its pulse", r["id"]);
+        let nearest = reject_edges.chunks(2).min_by_key(|p| p[0].0.abs_diff(start)).map(|p| {
+            format!(
+                "{:.3}..{:.3} ms",
+                (p[0].0 as f64 - start as f64) / 1e6,
+                (p[1].0 as f64 - start as f64) / 1e6
+            )
+        });
+        assert!(
+            high,
+            "part {} has its pulse; nearest pulse relative to its window start: {nearest:?}",
+            r["id"]
+        );
     }
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.contains("camera lost 1 time(s), recovered 1;"), "{summary}");

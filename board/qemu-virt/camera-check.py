@@ -6,6 +6,8 @@
 - trigger: one part per power-button pulse the host sent, numbered in order; the
            parts' kernel edge times spaced as the host sent the pulses; every part
            has a frame captured inside its window; the first part was inspected.
+- pulse:   after each of 3 more button pulses, a 100 ms reject pulse on line 5 about
+           reject.delay_ms (300 ms) later, in QEMU's trace.
 - loop:    frames captured through vivid's video loop equal, pixel for pixel, the part
            image written to its output; the good part passes, the defective one is
            rejected on its score.
@@ -46,6 +48,10 @@ def main():
     ap.add_argument("--dir", required=True)
     ap.add_argument("--gap-tolerance-ms", type=float, default=60.0,
                     help="allowed difference between a gap of the host's pulses and the gap of the guest's edge times")
+    ap.add_argument("--claim-pulses", type=int,
+                    help="check against this many pulses sent instead of pulses.jsonl's count (to show the check can fail)")
+    ap.add_argument("--swap-loop-parts", action="store_true",
+                    help="expect the good part rejected and the defective one passed (to show the check can fail)")
     a = ap.parse_args()
     d, out = a.dir, os.path.join(a.dir, "out")
     problems = []
@@ -101,8 +107,9 @@ def main():
         problems.append(f"trigger run exited {rc('trigger')}:\n{log('trigger')[-3000:]}")
     if not sent:
         problems.append("no pulses were sent")
-    if len(parts) != len(sent):
-        problems.append(f"trigger: {len(parts)} parts for {len(sent)} pulses sent")
+    n_sent = a.claim_pulses if a.claim_pulses is not None else len(sent)
+    if len(parts) != n_sent:
+        problems.append(f"trigger: {len(parts)} parts for {n_sent} pulses sent")
     if [p["id"] for p in parts] != list(range(len(parts))):
         problems.append("trigger: parts not numbered in order")
     worst = 0.0
@@ -126,6 +133,39 @@ def main():
             f"frames {min(lat, default=0):.0f}..{max(lat, default=0):.0f} ms after their edges; "
             f"reasons {sorted({p['reason'] for p in parts})}; part 0 score {parts[0].get('score')}")
 
+    # --- pulse: the ejector check ---------------------------------------------------
+    # Reject line 5 in QEMU's trace (host wall clock) against the host's button pulses.
+    eject = jsonl(os.path.join(d, "eject-pulses.jsonl")) if os.path.exists(os.path.join(d, "eject-pulses.jsonl")) else []
+    line5 = []
+    with open(os.path.join(d, "trace.log"), encoding="utf-8", errors="replace") as f:
+        for raw in f:
+            t = TRACE.match(raw)
+            if t and t["line"] == "5":
+                line5.append((int(t["s"]) * 10**9 + int(t["us"]) * 1000, int(t["level"])))
+    rises = [t for (t, lv), (_, prev) in zip(line5[1:], line5) if lv == 1 and prev == 0]
+    falls = {t0: next((t for t, lv in line5 if lv == 0 and t > t0), None) for t0 in rises}
+    if rc("pulse") != "0" or "3 pulse(s) of 100 ms fired" not in log("pulse"):
+        problems.append(f"pulse: exited {rc('pulse')}:\n{log('pulse')}")
+    if len(eject) != 3:
+        problems.append(f"pulse: {len(eject)} button pulses sent for the ejector check, expected 3")
+    delays = []
+    for p in eject:
+        # The reject pulse that follows the button by about reject.delay_ms (300 ms).
+        near = [t for t in rises if 200 * MS <= t - p["wall_ns"] <= 500 * MS]
+        if len(near) != 1:
+            problems.append(f"pulse: {len(near)} reject pulses 200..500 ms after button pulse {p['pulse']}")
+            continue
+        width = (falls[near[0]] - near[0]) / MS if falls[near[0]] else None
+        delays.append((near[0] - p["wall_ns"]) / MS)
+        if width is None or abs(width - 100) > 10:
+            problems.append(f"pulse: reject pulse after button pulse {p['pulse']} is {width} ms wide, expected 100")
+    if len(delays) >= 2:
+        # Host → guest latency varies little; the spread of button → reject shows the timing.
+        spread = max(delays) - min(delays)
+        say(f"pulse: button → reject pulse {', '.join(f'{x:.1f}' for x in delays)} ms (delay_ms 300 plus host→guest latency), spread {spread:.1f} ms")
+        if spread > 50:
+            problems.append(f"pulse: button → reject delays spread {spread:.1f} ms")
+
     # --- video loop ------------------------------------------------------------
     spec = importlib.util.spec_from_file_location("loop_frames", os.path.join(os.path.dirname(__file__), "camera", "loop-frames.py"))
     lf = importlib.util.module_from_spec(spec)
@@ -143,7 +183,10 @@ def main():
             diff = sum(a != b for ra, rb in zip(got[2], sent_good[2]) for a, b in zip(ra, rb)) if got[:2] == sent_good[:2] else -1
             problems.append(f"loop: {f['file']} ({got[0]}x{got[1]}) differs from the part written to the output ({diff} pixels)")
     verdicts = {}
-    for name, want in [("loop-good", "below_threshold"), ("loop-defect", "above_threshold")]:
+    wants = [("loop-good", "below_threshold"), ("loop-defect", "above_threshold")]
+    if a.swap_loop_parts:
+        wants = [("loop-good", "above_threshold"), ("loop-defect", "below_threshold")]
+    for name, want in wants:
         res = jsonl(os.path.join(out, f"{name}.jsonl")) if os.path.exists(os.path.join(out, f"{name}.jsonl")) else []
         if rc(name) != "0" or len(res) != 1:
             problems.append(f"{name}: exited {rc(name)} with {len(res)} parts:\n{log(name)[-2000:]}")
@@ -199,7 +242,7 @@ def main():
         for p in problems:
             print(f"qemu-virt: FAIL — {p}")
         return 1
-    say("PASS: V4L2 capture from vivid, power-button trigger, video loop verdicts, camera loss and recovery")
+    say("PASS: V4L2 capture from vivid, power-button trigger, ejector timing (pulse), video loop verdicts, camera loss and recovery")
     return 0
 
 

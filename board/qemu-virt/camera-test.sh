@@ -6,10 +6,12 @@
 #   3. linesight run          parts from PL061 line 3, which is wired to QEMU's power
 #                             button: the host pulses it N times with system_powerdown
 #                             on the QEMU monitor; frames (YUYV) are matched to the edges
-#   4. linesight collect/run  vivid's video loop: a good and a defective part written
+#   4. linesight pulse        3 more button pulses; a reject pulse on line 5 must
+#                             follow each by reject.delay_ms (300 ms), 100 ms wide
+#   5. linesight collect/run  vivid's video loop: a good and a defective part written
 #                             to its HDMI output come back on its HDMI capture, through
 #                             the v4l2 source, and are inspected (one part per run)
-#   5. linesight run          free run while vivid is unbound and bound again: the
+#   6. linesight run          free run while vivid is unbound and bound again: the
 #                             camera vanishes and comes back; fault output on line 6
 # The host then checks (camera-check.py): parts = pulses sent, their kernel edge times
 # spaced as the host sent them, a frame in every part's window, kernel buffer times at
@@ -17,7 +19,12 @@
 # verdicts right, camera_lost rejects while vivid was gone, the fault line high
 # exactly once in QEMU's pl061_set_output trace, and recovery without a restart.
 #
-#   board/qemu-virt/camera-test.sh [--pulses N] [--recheck]
+#   board/qemu-virt/camera-test.sh [--pulses N] [--recheck [--claim-pulses N] [--swap-loop-parts]]
+#
+#   --recheck            no boot: check the last run (.cache/camera-last) again
+#   --claim-pulses N     check as if N pulses had been sent: with a wrong N it must FAIL
+#   --swap-loop-parts    expect the looped good part rejected and the defect passed:
+#                        it must FAIL
 #
 # Needs the aarch64 build first (cargo zigbuild --release --target
 # aarch64-unknown-linux-gnu.2.31); builds examples/v4l2_feed the same way. The
@@ -32,17 +39,20 @@ cache=$here/.cache
 
 pulses=8
 recheck=0
+claims=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --pulses) pulses=$2; shift 2 ;;
         --recheck) recheck=1; shift ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --claim-pulses) claims+=(--claim-pulses "$2"); shift 2 ;;
+        --swap-loop-parts) claims+=(--swap-loop-parts); shift ;;
+        -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "qemu-virt: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 t0=$(date +%s.%N)
 last=$cache/camera-last
-check() { python3 "$here/camera-check.py" --dir "$1"; }
+check() { python3 "$here/camera-check.py" --dir "$1" ${claims[@]+"${claims[@]}"}; }
 if [ "$recheck" = 1 ]; then
     check "$last"
     exit
@@ -98,7 +108,7 @@ tail -n +1 -F "$run/console.log" 2>/dev/null | sed -u 's/^/  vm| /' &
 
 # The trigger run is armed (camera open, line 3 requested): pulse the button from here.
 python3 "$here/camera-pulse.py" --console "$run/console.log" --monitor "$run/monitor.sock" \
-    --pulses "$pulses" --out "$run/pulses.jsonl" || { kill "$qemu" 2>/dev/null; die "could not pulse the power button"; }
+    --pulses "$pulses" --out "$run/pulses.jsonl" --eject-pulses 3 --eject-out "$run/eject-pulses.jsonl" || { kill "$qemu" 2>/dev/null; die "could not pulse the power button"; }
 set +e
 wait "$qemu"
 qrc=$?

@@ -345,6 +345,105 @@ mod tests {
         assert_eq!((t / MS, matched_at(&got)), (210, Some(235)));
     }
 
+    /// A camera on a script: frames every 20 ms, a silent spell, then an error; reopened
+    /// after two failed tries it streams again.
+    struct ScriptedCamera {
+        n: u64,
+    }
+
+    impl Source for ScriptedCamera {
+        fn next_frame(&mut self) -> anyhow::Result<Option<Frame>> {
+            self.n += 1;
+            match self.n {
+                // Silent for 300 ms (no error: a camera that skips frames).
+                11 => std::thread::sleep(Duration::from_millis(300)),
+                // Unplugged.
+                21 => anyhow::bail!("unplugged"),
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+            let mut f = frame(0);
+            f.capture_ns = clock::now_ns();
+            Ok(Some(f))
+        }
+        fn describe(&self) -> String {
+            "scripted camera".into()
+        }
+    }
+
+    #[test]
+    fn trigger_parts_get_their_frame_or_missing_frame_or_camera_lost() {
+        use crate::camera::supervise::{spawn_feed, CameraWatch, Opener, Retry};
+        use crate::config::{GpioTrigger, LineRef, TriggerEdge};
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{Arc, Mutex};
+
+        let tries = Arc::new(Mutex::new(0));
+        let t2 = Arc::clone(&tries);
+        let reopen: Opener = Box::new(move || {
+            let mut n = t2.lock().unwrap();
+            *n += 1;
+            if *n < 3 {
+                anyhow::bail!("no such device");
+            }
+            Ok(Box::new(ScriptedCamera { n: 0 }))
+        });
+        let retry = Retry {
+            first: Duration::from_millis(100),
+            max: Duration::from_millis(100),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let feed = spawn_feed(Box::new(ScriptedCamera { n: 0 }), reopen, retry, Arc::clone(&stop)).unwrap();
+        let watch = CameraWatch::new(feed, stop, None, Some(Duration::from_secs(2)), "scripted".into());
+        let config = GpioTrigger {
+            chip: "test".into(),
+            line: LineRef::Offset(0),
+            edge: TriggerEdge::Rising,
+            bias: None,
+            debounce_us: 0,
+            window_start_ms: 0,
+            window_end_ms: 60,
+        };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut parts = Triggered::new(watch, rx, &config, "test edges".into());
+        // The first read starts the camera; edges follow on the camera's own timeline:
+        // 10 frames (~200 ms), 300 ms silent, 10 frames (~200 ms), lost ~300 ms, frames again.
+        let first = std::thread::spawn(move || {
+            let t0 = clock::now_ns();
+            for at_ms in [100, 350, 600, 850, 1500] {
+                clock::sleep_until(t0 + at_ms * MS, Duration::from_secs(5));
+                tx.send(TriggerEvent::Edge(clock::now_ns())).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            let f = parts.next_frame().unwrap().unwrap();
+            got.push((
+                f.id,
+                f.image.as_ref().err().map(|e| e.reason),
+                f.frame_ns.map(|n| n - f.capture_ns),
+            ));
+        }
+        first.join().unwrap();
+        let reasons: Vec<Option<Reason>> = got.iter().map(|g| g.1).collect();
+        assert_eq!(
+            reasons,
+            [None, Some(Reason::MissingFrame), None, Some(Reason::CameraLost), None],
+            "{got:?}"
+        );
+        for (id, reason, after) in &got {
+            if reason.is_none() {
+                let after = after.expect("a matched part has its frame's time");
+                assert!(after <= 60 * MS, "part {id}: frame {} ms after its edge", after / MS);
+            }
+        }
+        let h = parts.health().unwrap();
+        assert_eq!(
+            (h.triggers, h.missing_frames, h.lost_parts, h.losses, h.recoveries),
+            (5, 1, 1, 1, 1)
+        );
+    }
+
     #[test]
     fn a_frame_read_before_its_trigger_event_still_matches() {
         let mut m = Matcher::new(Duration::ZERO, Duration::from_millis(30));
