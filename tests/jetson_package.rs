@@ -19,19 +19,14 @@ fn jetson_toml() -> toml::Table {
     toml::from_str(&read("board/jetson-orin-nano/linesight.toml")).unwrap()
 }
 
-/// The config as linesight parses it. The accelerator keys of `[runtime]` (providers,
-/// require_accelerator, [runtime.tensorrt], [runtime.cuda]) belong to the runtime
-/// schema that lands separately; until this branch has it they are set aside here.
+/// The config as linesight parses it, accelerator settings included.
 fn jetson_config() -> Config {
-    let mut t = jetson_toml();
-    if let Some(rt) = t.get_mut("runtime").and_then(|v| v.as_table_mut()) {
-        for key in ["providers", "require_accelerator", "tensorrt", "cuda"] {
-            rt.remove(key);
-        }
-    }
-    let text = toml::to_string(&t).unwrap();
-    Config::parse(&text, Path::new("linesight.toml"), PathBuf::from("/etc/linesight"))
-        .unwrap_or_else(|e| panic!("board/jetson-orin-nano/linesight.toml: {e}"))
+    Config::parse(
+        &read("board/jetson-orin-nano/linesight.toml"),
+        Path::new("linesight.toml"),
+        PathBuf::from("/etc/linesight"),
+    )
+    .unwrap_or_else(|e| panic!("board/jetson-orin-nano/linesight.toml: {e}"))
 }
 
 /// Values of a `Key=` line in the unit, split on spaces.
@@ -80,19 +75,19 @@ fn jetson_config_names_the_reject_line_by_chip_label_and_line_name() {
 
 #[test]
 fn jetson_config_carries_the_accelerator_settings() {
-    let t = jetson_toml();
-    let rt = t["runtime"].as_table().unwrap();
-    let providers: Vec<&str> = rt["providers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
-    assert_eq!(providers, ["tensorrt", "cuda", "cpu"]);
-    assert_eq!(rt["require_accelerator"].as_bool(), Some(true));
-    assert_eq!(rt["tensorrt"]["fp16"].as_bool(), Some(true));
-    assert_eq!(rt["cuda"]["cudnn_conv_algo_search"].as_str(), Some("exhaustive"));
-    let lib = jetson_config().runtime.onnxruntime_library.unwrap();
+    use linesight::config::{ConvSearch, ProviderKind};
+    let rt = jetson_config().runtime;
+    assert_eq!(
+        rt.providers,
+        [ProviderKind::Tensorrt, ProviderKind::Cuda, ProviderKind::Cpu]
+    );
+    assert!(rt.require_accelerator);
+    assert!(rt.tensorrt.fp16);
+    assert_eq!(rt.cuda.cudnn_conv_algo_search, ConvSearch::Exhaustive);
+    // The engine cache must be where the unit lets the service write.
+    let cache = rt.tensorrt.engine_cache_dir.unwrap();
+    assert!(cache.starts_with("/var/cache/linesight"), "{}", cache.display());
+    let lib = rt.onnxruntime_library.unwrap();
     assert!(lib.starts_with("/opt/"), "outside /home: the unit has ProtectHome=yes");
 }
 
