@@ -26,13 +26,7 @@ fn a_lost_camera_rejects_its_parts_raises_the_fault_output_and_recovers() {
         set(t, "status.fault_line.kind", "simulated".into());
     });
     let fault_log = sim.dir.path().join("fault.jsonl");
-    let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&sim.config).unwrap()).unwrap();
-    set(
-        &mut t,
-        "status.fault_line.edge_log",
-        fault_log.display().to_string().into(),
-    );
-    std::fs::write(&sim.config, toml::to_string(&t).unwrap()).unwrap();
+    sim.edit(|t| set(t, "status.fault_line.edge_log", fault_log.display().to_string().into()));
 
     let out = sim.run(&["--max-parts", "45"]);
     let results = sim.results();

@@ -198,21 +198,17 @@ fn a_network_camera_that_dies_is_fail_safe_and_reconnects_without_a_restart() {
         set(t, "status.fault_line.kind", "simulated".into());
     });
     let fault_log = sim.dir.path().join("fault.jsonl");
-    let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&sim.config).unwrap()).unwrap();
-    set(
-        &mut t,
-        "status.fault_line.edge_log",
-        fault_log.display().to_string().into(),
-    );
-    set(
-        &mut t,
-        "camera",
-        toml::Value::Table(camera(
-            &format!("tcpclientsrc host=127.0.0.1 port={port} ! multipartdemux ! jpegdec ! videoconvert ! appsink"),
-            "",
-        )),
-    );
-    std::fs::write(&sim.config, toml::to_string(&t).unwrap()).unwrap();
+    sim.edit(|t| {
+        set(t, "status.fault_line.edge_log", fault_log.display().to_string().into());
+        set(
+            t,
+            "camera",
+            toml::Value::Table(camera(
+                &format!("tcpclientsrc host=127.0.0.1 port={port} ! multipartdemux ! jpegdec ! videoconvert ! appsink"),
+                "",
+            )),
+        );
+    });
 
     let child = sim
         .command(&[])

@@ -44,6 +44,13 @@ impl SimRun {
         SimRun { dir, config }
     }
 
+    /// Edits the written config again (for values that name files in `self.dir`).
+    pub fn edit(&self, f: impl FnOnce(&mut toml::Table)) {
+        let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&self.config).unwrap()).unwrap();
+        f(&mut t);
+        std::fs::write(&self.config, toml::to_string(&t).unwrap()).unwrap();
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_linesight"));
         c.arg("run").arg("--config").arg(&self.config).args(args);
@@ -114,9 +121,7 @@ pub fn monotonic_ns() -> u64 {
 
 /// Replaces the `[camera]` table of a run's config.
 pub fn set_camera(sim: &SimRun, camera: toml::Table) {
-    let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&sim.config).unwrap()).unwrap();
-    set(&mut t, "camera", toml::Value::Table(camera));
-    std::fs::write(&sim.config, toml::to_string(&t).unwrap()).unwrap();
+    sim.edit(|t| set(t, "camera", toml::Value::Table(camera)));
 }
 
 /// Parts that are not fail-safe rejects of the camera were inspected; a deadline miss or
