@@ -482,16 +482,16 @@ def perlin_mixed(n: int, size: int, device, min_res: int = 1, max_res: int | Non
     return out
 
 
-def stroke_masks(n: int, size: int, device, segments: int = 12) -> torch.Tensor:
-    """Thin curved strokes (scratches, cracks: the commonest defect shape on any surface):
-    a random walk of `segments` segments with smoothly turning direction, 1-3 px wide at
-    256 px, [n,S,S] in {0,1}."""
+def stroke_field(n: int, size: int, device, segments: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
+    """Thin curved strokes (cracks, scratches: the commonest defect shape on any surface): a
+    random walk of `segments` segments with smoothly turning direction. Returns each pixel's
+    distance to the stroke [n,S,S] and the stroke's half-width [n,1,1] (0.5-1.5 px at 256 px)."""
     yy, xx = torch.meshgrid(torch.arange(size, device=device, dtype=torch.float32) + 0.5,
                             torch.arange(size, device=device, dtype=torch.float32) + 0.5, indexing="ij")
     p = torch.stack([xx, yy], -1)[None]  # [1,S,S,2]
     a = torch.rand(n, 2, device=device) * size
     ang = torch.rand(n, device=device) * (2 * math.pi)
-    seg_len = size * (0.02 + 0.06 * torch.rand(n, device=device))
+    seg_len = size * (0.01 + 0.06 * torch.rand(n, device=device))
     dmin = torch.full((n, size, size), float("inf"), device=device)
     for _ in range(segments):
         ang = ang + 0.4 * torch.randn(n, device=device)
@@ -502,48 +502,69 @@ def stroke_masks(n: int, size: int, device, segments: int = 12) -> torch.Tensor:
         dmin = torch.minimum(dmin, (ap - t[..., None] * ab).norm(dim=-1))
         a = b
     width = (0.5 + 1.0 * torch.rand(n, 1, 1, device=device)) * max(1.0, size / 256.0)
-    return (dmin <= width).float()
+    return dmin, width
 
 
-def anomaly_masks(n: int, size: int, device, stroke_frac: float = 0.3) -> torch.Tensor:
-    """Perlin-shaped blobs, mostly confined to a random ellipse (defects are usually small),
-    or (a fraction `stroke_frac`) thin strokes, [n,1,S,S] in {0,1}."""
-    noise = perlin_mixed(n, size, device, min_res=2, max_res=max(2, size // 8))
-    thr = 0.15 + 0.35 * torch.rand(n, 1, 1, device=device)
-    m = (noise > thr).float()
+def ellipses(n: int, size: int, device, r_min: float, r_max: float) -> torch.Tensor:
+    """Filled ellipses at random places, radii r_min..r_max of the side, [n,S,S] in {0,1}."""
     yy = torch.arange(size, device=device, dtype=torch.float32)[None, :, None]
     xx = torch.arange(size, device=device, dtype=torch.float32)[None, None, :]
     cy = torch.rand(n, 1, 1, device=device) * size
     cx = torch.rand(n, 1, 1, device=device) * size
-    ry = size * (0.02 + 0.28 * torch.rand(n, 1, 1, device=device))
-    rx = size * (0.02 + 0.28 * torch.rand(n, 1, 1, device=device))
-    ell = (((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1).float()
+    ry = size * (r_min + (r_max - r_min) * torch.rand(n, 1, 1, device=device))
+    rx = size * (r_min + (r_max - r_min) * torch.rand(n, 1, 1, device=device))
+    return (((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1).float()
+
+
+def blob_masks(n: int, size: int, device) -> torch.Tensor:
+    """Perlin-shaped blobs, mostly confined to a random ellipse (defects are usually small),
+    [n,1,S,S] in {0,1}."""
+    noise = perlin_mixed(n, size, device, min_res=2, max_res=max(2, size // 8))
+    thr = 0.15 + 0.35 * torch.rand(n, 1, 1, device=device)
+    m = (noise > thr).float()
+    ell = ellipses(n, size, device, 0.02, 0.30)
     local = (torch.rand(n, 1, 1, device=device) < 0.8).float()
     m = m * (local * ell + (1 - local))
     # never empty: fall back to the ellipse itself
     empty = (m.flatten(1).sum(1) < 4).float()[:, None, None]
     m = m * (1 - empty) + ell * empty
-    if stroke_frac > 0:
-        st = torch.rand(n, 1, 1, device=device) < stroke_frac
-        m = torch.where(st, stroke_masks(n, size, device), m)
     return m[:, None]
 
 
-def corrupt(x: torch.Tensor, prob: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generic synthetic defects on a fraction `prob` of the batch x ([-1,1], [B,C,S,S]):
-    intensity shifts, foreign Perlin textures, cut-paste from other images of the batch,
-    and local smoothing (lost texture), each inside a Perlin-shaped mask. Returns the
-    corrupted batch and the masks."""
+def shading_field(n: int, size: int, device) -> torch.Tensor:
+    """Large smooth brightness changes (uneven coating or grinding, stains, discolouration):
+    a coarse Perlin blob inside a large ellipse, box-blurred twice so that its edge fades
+    over about size/16 px. Returns the opacity [n,1,S,S] in [0,1]."""
+    noise = perlin_mixed(n, size, device, min_res=1, max_res=4)
+    thr = 0.3 * torch.rand(n, 1, 1, device=device) - 0.1
+    m = ((noise > thr).float() * ellipses(n, size, device, 0.10, 0.45))[:, None]
+    k = max(3, (size // 16) | 1)
+    for _ in range(2):
+        m = F.avg_pool2d(F.pad(m, (k // 2,) * 4, mode="replicate"), k, 1)
+    return m / m.flatten(1).amax(1).clamp_min(1e-6)[:, None, None, None]
+
+
+def corrupt(x: torch.Tensor, prob: float, stroke_frac: float = 0.25, shade_frac: float = 0.15,
+            content: torch.Tensor | None = None, visible: float = 0.04) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generic synthetic defects on a fraction `prob` of the batch x ([-1,1], [B,C,S,S]).
+    A share `stroke_frac` are thin darker or brighter strokes with a soft edge (cracks,
+    scratches), `shade_frac` large smooth brightness changes (uneven surfaces), the rest
+    Perlin-shaped blobs filled with an intensity shift, a foreign Perlin texture, cut-paste
+    from another image of the batch, or local smoothing (lost texture).
+    Defects stay inside `content` ([B,1,S,S], the pixels that show the part, not letterbox
+    padding). Returns the corrupted batch and the target masks: the defect's pixels where the
+    change is visible (more than `visible`, in [-1,1] units, within 2 px), and none at all
+    where less than 30% of the defect is: a defect that nobody could see, such as smoothing
+    an already smooth patch, must not teach the head to guess."""
     B, C, S, _ = x.shape
     dev = x.device
-    m = anomaly_masks(B, S, dev)
+    m = blob_masks(B, S, dev)
     sel = (torch.rand(B, device=dev) < prob).float()[:, None, None, None]
-    m = m * sel
     kind = torch.randint(4, (B,), device=dev)
     beta = (0.4 + 0.6 * torch.rand(B, 1, 1, 1, device=dev))
+    sign = torch.where(torch.rand(B, 1, 1, 1, device=dev) < 0.5, -1.0, 1.0)
 
     # 0: intensity shift (brighter or darker), per channel slightly different
-    sign = torch.where(torch.rand(B, 1, 1, 1, device=dev) < 0.5, -1.0, 1.0)
     shift = sign * (0.2 + 1.0 * torch.rand(B, 1, 1, 1, device=dev)) * (1 + 0.2 * torch.randn(B, C, 1, 1, device=dev))
     a0 = (x + shift).clamp(-1, 1)
     # 1: foreign texture: high-frequency Perlin noise with a random mean and contrast
@@ -562,11 +583,35 @@ def corrupt(x: torch.Tensor, prob: float) -> tuple[torch.Tensor, torch.Tensor]:
     # 3: local smoothing
     k = max(3, (S // 16) | 1)
     a3 = F.avg_pool2d(F.pad(x, (k // 2,) * 4, mode="reflect"), k, 1)
-
     cand = torch.stack([a0, a1, a2, a3], 0)  # [4,B,C,S,S]
     alt = cand[kind, torch.arange(B, device=dev)]
     b = torch.where((kind == 0)[:, None, None, None], torch.ones_like(beta), beta)
-    xin = x * (1 - b * m) + alt * (b * m)
+    blob = x * (1 - b * m) + alt * (b * m)
+
+    # strokes: mostly darker (cracks open dark), contrast from faint to strong, 1 px soft edge
+    dist, half = stroke_field(B, S, dev)
+    soft = max(1.0, S / 256.0)
+    alpha_s = (1 - (dist - half).clamp_min(0) / soft).clamp(0, 1)[:, None]
+    sign_s = torch.where(torch.rand(B, 1, 1, 1, device=dev) < 0.7, -1.0, 1.0)
+    stroke = (x + sign_s * (0.15 + 0.75 * torch.rand(B, 1, 1, 1, device=dev)) * alpha_s).clamp(-1, 1)
+    m_s = (dist <= half + 0.5 * soft).float()[:, None]
+    # shading: a smooth additive bump or dip
+    alpha_h = shading_field(B, S, dev)
+    shade = (x + sign * (0.15 + 0.45 * torch.rand(B, 1, 1, 1, device=dev)) * alpha_h).clamp(-1, 1)
+    m_h = (alpha_h > 0.5).float()
+
+    u = torch.rand(B, 1, 1, 1, device=dev)
+    is_s = u < stroke_frac
+    is_h = (u >= stroke_frac) & (u < stroke_frac + shade_frac)
+    xin = torch.where(is_s, stroke, torch.where(is_h, shade, blob))
+    m = torch.where(is_s, m_s, torch.where(is_h, m_h, m)) * sel
+    keep = sel if content is None else sel * content.float()
+    if content is not None:
+        m = m * keep
+    xin = x + (xin - x) * keep
+    changed = ((xin - x).abs().amax(1, keepdim=True) > visible).float()
+    frac = (m * changed).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1.0)
+    m = m * F.max_pool2d(changed, 5, 1, 2) * (frac >= 0.3).float()[:, None, None, None]
     return xin, m
 
 
@@ -700,32 +745,44 @@ def fmt_s(s: float) -> str:
     return f"{s // 60}m{s % 60:02d}s"
 
 
-def make_monitor(G, S, xval_u8: torch.Tensor, device, seed: int):
-    """Progress check on the held-back goods: their L1 reconstruction error, and the
-    image AUROC of the plain residual score between them and a fixed synthetic-defect copy."""
+def make_monitor(G, S, xval_u8: torch.Tensor, cval: torch.Tensor, device, args, Sg=None, xeval=None):
+    """Progress check on the held-back goods: their L1 reconstruction error, and the image
+    AUROC between them and a fixed synthetic-defect copy of the score the run is building
+    (the segmentation head's map if there is one, else the plain residual). With an
+    evaluation set (xeval = (good u8, defect u8)) its AUROC is printed too, for information:
+    it shows whether longer training still helps and is never used to choose anything."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed + 777)
+        torch.manual_seed(args.seed + 777)
         xs = to_model_input(xval_u8.to(device))
-        xsyn, _ = corrupt(xs, 1.0)
-    sc = Scorer(G, None, S, weights=(1.0, 0.0, 0.0), pool=max(1, S // 16), sigma=max(1.0, S / 64.0)).to(device)
+        xsyn, _ = corrupt(xs, 1.0, args.stroke_frac, args.shade_frac, cval.to(device))
+    sc = Scorer(G, None, S, weights=(0.0, 0.0, 0.0, 1.0) if Sg is not None else (1.0, 0.0, 0.0, 0.0),
+                pool=max(1, S // 16), sigma=max(1.0, S / 64.0), seg=Sg).to(device)
+
+    @torch.no_grad()
+    def scores(x):
+        return torch.cat([sc(x[i:i + 64])[0] for i in range(0, len(x), 64)]).float().cpu().numpy()
 
     @torch.no_grad()
     def monitor():
-        G.eval()
-        rec, sg, ss = [], [], []
-        for i in range(0, len(xs), 64):
-            xh, _ = G.reconstruct(xs[i:i + 64])
-            rec.append((xh.clamp(-1, 1) - xs[i:i + 64]).abs().flatten(1).mean(1))
-            sg.append(sc(xs[i:i + 64])[0])
-            ss.append(sc(xsyn[i:i + 64])[0])
-        G.train()
-        return float(torch.cat(rec).mean()), auroc(torch.cat(ss).float().cpu().numpy(), torch.cat(sg).float().cpu().numpy())
+        nets = [n_ for n_ in (G, Sg) if n_ is not None]
+        for n_ in nets:
+            n_.eval()
+        rec = torch.cat([(G.reconstruct(xs[i:i + 64])[0].clamp(-1, 1) - xs[i:i + 64]).abs().flatten(1).mean(1)
+                         for i in range(0, len(xs), 64)])
+        out = f"held-back rec {float(rec.mean()):.4f} synth AUROC {auroc(scores(xsyn), scores(xs)):.3f}"
+        if xeval is not None:
+            good, bad = (scores(to_model_input(u.to(device))) for u in xeval)
+            out += f" eval AUROC {auroc(bad, good):.4f} (info)"
+        for n_ in nets:
+            n_.train()
+        return out
 
     return monitor
 
 
-def train(args, G, D, xtrain_u8, device, t_start, monitor=None, Sg=None):
-    """Adversarial restoration training. Returns (epochs completed, steps)."""
+def train(args, G, D, xtrain_u8, content, device, t_start, monitor=None, Sg=None):
+    """Adversarial restoration training; content: the training images' part pixels
+    (not padding). Returns (epochs completed, steps)."""
     N = xtrain_u8.shape[0]
     bs = max(2, min(args.batch_size, N))
     steps_per_epoch = max(1, N // bs)
@@ -736,12 +793,21 @@ def train(args, G, D, xtrain_u8, device, t_start, monitor=None, Sg=None):
     # bf16 autocast broke training on an H200 (reconstruction stuck at L1 0.48, discriminator
     # loss 0 from epoch 2) while the same run in fp32 learned: AMP is opt-in.
     amp = device.type == "cuda" and args.amp
+    # The segmentation head is most of the arithmetic (a full-resolution U-Net) and trains
+    # well in bf16, unlike the GAN: it gets autocast on CUDA unless --seg-precision fp32.
+    # channels_last lets cuDNN use its fastest convolution kernels for every network.
+    seg_amp = device.type == "cuda" and args.seg_precision == "bf16"
+    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    for n_ in (G, D, Sg):
+        if n_ is not None:
+            n_.to(memory_format=fmt)
     win = torch.outer(gaussian_kernel1d(1.5, 5), gaussian_kernel1d(1.5, 5))[None, None].to(device)
     budget = args.max_minutes * 60.0
     t_train = time.time()
     planned = epochs  # may shrink once the epoch time is known, so the LR schedule completes
     log(f"training: {N} images, batch {bs}, {steps_per_epoch} steps/epoch, {epochs} epochs planned "
-        f"({epochs * steps_per_epoch} steps), time budget {args.max_minutes:g} min, amp={'bf16' if amp else 'off'}")
+        f"({epochs * steps_per_epoch} steps), time budget {args.max_minutes:g} min, amp={'bf16' if amp else 'off'}, "
+        f"segmentation head {'bf16' if seg_amp else 'fp32'}")
     step = 0
     ep = 0
     ep_times = []
@@ -765,7 +831,14 @@ def train(args, G, D, xtrain_u8, device, t_start, monitor=None, Sg=None):
                 fl = torch.rand(x.shape[0], device=device) < 0.5
                 x = torch.where(fl[:, None, None, None], x.flip(3), x)
             with torch.no_grad():
-                xin, m = corrupt(x, args.anomaly_prob)
+                if args.jitter > 0:  # global gain and offset: lighting drifts, parts do not change
+                    j = args.jitter
+                    x = (x * (1 + j * (2 * torch.rand(x.shape[0], 1, 1, 1, device=device) - 1))
+                         + j * (2 * torch.rand(x.shape[0], 1, 1, 1, device=device) - 1)).clamp(-1, 1)
+                cm = content[idx]
+                if args.flip:
+                    cm = torch.where(fl[:, None, None, None], cm.flip(3), cm)
+                xin, m = corrupt(x, args.anomaly_prob, args.stroke_frac, args.shade_frac, cm)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 xh, z, z2 = G(xin)
                 # discriminator: hinge loss, clean real images vs reconstructions
@@ -792,7 +865,9 @@ def train(args, G, D, xtrain_u8, device, t_start, monitor=None, Sg=None):
             l_seg = torch.zeros((), device=device)
             if Sg is not None:
                 # the head learns on the restoration the generator actually makes (detached)
-                l_seg = focal_loss(Sg(xin, xh.detach().float().clamp(-1, 1)), m)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=seg_amp):
+                    logit = Sg(xin.contiguous(memory_format=fmt), xh.detach().float().clamp(-1, 1).contiguous(memory_format=fmt))
+                l_seg = focal_loss(logit.float(), m)
                 optS.zero_grad(set_to_none=True)
                 l_seg.backward()
                 optS.step()
@@ -817,8 +892,7 @@ def train(args, G, D, xtrain_u8, device, t_start, monitor=None, Sg=None):
         eta = recent * (planned - ep)
         mon = ""
         if monitor is not None and (ep % max(1, planned // 10) == 0 or ep == planned):
-            vr, va = monitor()
-            mon = f"  | held-back rec {vr:.4f} synth AUROC {va:.3f}"
+            mon = "  | " + monitor()
         log(f"epoch {ep:4d}/{planned}  G {sums['G']:.4f} (rec {sums['rec']:.4f} ssim {sums['ssim']:.4f} "
             f"lat {sums['lat']:.4f} fm {sums['fm']:.4f} gan {sums['gan']:+.3f})  D {sums['D']:.3f}  seg {sums['seg']:.4f}  "
             f"lr {lr:.2e}  {now - te:.1f}s/ep  elapsed {fmt_s(now - t_start)}  ETA {fmt_s(eta)}{mon}")
@@ -1072,6 +1146,14 @@ def parse_args(argv=None):
                    help="training time budget; training stops early when it is spent (then evaluates and exports)")
     t.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (faster; unstable in tests, off by default)")
     t.add_argument("--anomaly-prob", type=float, default=0.5, help="fraction of training inputs given synthetic defects")
+    t.add_argument("--stroke-frac", type=float, default=0.25,
+                   help="share of synthetic defects that are thin soft-edged strokes (cracks, scratches)")
+    t.add_argument("--shade-frac", type=float, default=0.15,
+                   help="share of synthetic defects that are large smooth brightness changes (uneven surfaces)")
+    t.add_argument("--jitter", type=float, default=0.0,
+                   help="global gain and offset jitter of training images, +-J (0 = off; for lines whose lighting drifts)")
+    t.add_argument("--seg-precision", choices=["bf16", "fp32"], default="bf16",
+                   help="segmentation head training precision on CUDA (bf16 is about twice as fast)")
     t.add_argument("--w-rec", type=float, default=1.0, help="weight of the L1 reconstruction loss")
     t.add_argument("--w-ssim", type=float, default=1.0, help="weight of the (1 - SSIM) structural loss")
     t.add_argument("--w-lat", type=float, default=0.1, help="weight of the latent consistency loss ||E1(x) - E2(G(x))||^2")
@@ -1183,6 +1265,9 @@ def main(argv=None):
     R = args.resize
     xtrain = load_images(train_paths, channels, S, R)
     xval = load_images(val_paths, channels, S, R)
+    # where synthetic defects may go: the part, not the letterbox padding
+    ctrain = np.stack([content_mask(p_, S, R) for p_ in train_paths])[:, None]
+    cval = torch.from_numpy(np.stack([content_mask(p_, S, R) for p_ in val_paths])[:, None])
     xeg = load_images(eval_good, channels, S, R) if eval_good else None
     xed = load_images(eval_defect, channels, S, R) if eval_defect else None
     log(f"data: {len(train_paths)} train, {len(val_paths)} calibration (held back), "
@@ -1201,12 +1286,13 @@ def main(argv=None):
         f"{'none' if Sg is None else f'{sum(p.numel() for p in Sg.parameters()) / 1e6:.2f} M parameters'}")
 
     xtrain_dev = torch.from_numpy(xtrain).to(device)
-    monitor = make_monitor(G, S, torch.from_numpy(xval), device, args.seed)
-    epochs_done, steps = train(args, G, D, xtrain_dev, device, t_start, monitor, Sg)
-    G.eval()
-    D.eval()
-    if Sg is not None:
-        Sg.eval()
+    ctrain_dev = torch.from_numpy(ctrain).to(device)
+    xeval = (torch.from_numpy(xeg), torch.from_numpy(xed)) if xeg is not None and xed is not None else None
+    monitor = make_monitor(G, S, torch.from_numpy(xval), cval, device, args, Sg, xeval)
+    epochs_done, steps = train(args, G, D, xtrain_dev, ctrain_dev, device, t_start, monitor, Sg)
+    for n_ in (G, D, Sg):
+        if n_ is not None:
+            n_.eval().to(memory_format=torch.contiguous_format)
     t_trained = time.time()
     ckpt = args.ckpt_dir / f"linesight-{name}-checkpoint.pt"
     try:
@@ -1228,7 +1314,7 @@ def main(argv=None):
         torch.manual_seed(args.seed + 12345)
         xs = to_model_input(xval_t.to(device))
         for _ in range(max(1, math.ceil(64 / len(xs)))):
-            xin, _ = corrupt(xs, 1.0)
+            xin, _ = corrupt(xs, 1.0, args.stroke_frac, args.shade_frac, cval.to(device))
             synth.append(((xin.clamp(-1, 1) * STD + MEAN) * 255).round().clamp(0, 255).to(torch.uint8).cpu())
     comps_syn, lat_syn = run_components(G, D, S, torch.cat(synth), device, Sg=Sg)
     comps_eg = comps_ed = None
