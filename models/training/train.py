@@ -931,10 +931,10 @@ def train(args, G, D, xtrain_u8, content, device, t_start, monitor=None, Sg=None
 
 
 @torch.no_grad()
-def run_components(G, D, size, u8, device, bs=64, disc_layers=2, Sg=None):
-    """Raw map components (res, ssim, disc, seg) [N,1,S,S] on CPU (seg: zeros without a head),
-    plus GANomaly's latent distance, for the images u8 [N,C,S,S]."""
-    sc = Scorer(G, D, size, weights=(1, 1, 1, 1), disc_layers=disc_layers, seg=Sg).to(device).eval()
+def run_components(G, D, size, u8, device, bs=64, disc_layers=2, Sg=None, need=(1, 1, 1, 1)):
+    """Raw map components (res, ssim, disc, seg) [N,1,S,S] on CPU (zeros where not `need`ed
+    or without a head), plus GANomaly's latent distance, for the images u8 [N,C,S,S]."""
+    sc = Scorer(G, D, size, weights=need, disc_layers=disc_layers, seg=Sg).to(device).eval()
     outs = [[], [], [], []]
     lat = []
     for i in range(0, len(u8), bs):
@@ -942,7 +942,7 @@ def run_components(G, D, size, u8, device, bs=64, disc_layers=2, Sg=None):
         xh, z, z2 = G(x)
         comps = sc.components(x, xh.clamp(-1.0, 1.0))
         for j in range(4):
-            outs[j].append((comps[j] if comps[j] is not None else torch.zeros_like(comps[0])).float().cpu())
+            outs[j].append((comps[j] if comps[j] is not None else torch.zeros_like(x[:, :1])).float().cpu())
         lat.append(((z - z2) ** 2).flatten(1).mean(1).float().cpu())
     return [torch.cat(o) for o in outs], torch.cat(lat)
 
@@ -1332,25 +1332,6 @@ def main(argv=None):
     except OSError as e:
         log(f"note: checkpoint not saved ({e})")
 
-    # ---- scoring variants: raw components on every set
-    xval_t = torch.from_numpy(xval)
-    comps_tr, _ = run_components(G, D, S, xtrain_dev[:min(len(xtrain_dev), 512)].cpu(), device, Sg=Sg)
-    norms = [max(float(c.mean()), 1e-8) for c in comps_tr]
-    comps_val, lat_val = run_components(G, D, S, xval_t, device, Sg=Sg)
-    # synthetic defects on the held-back goods: the model-selection set (no real defects used)
-    synth = []
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(args.seed + 12345)
-        xs = to_model_input(xval_t.to(device))
-        for _ in range(max(1, math.ceil(64 / len(xs)))):
-            xin, _ = corrupt(xs, 1.0, args.stroke_frac, args.shade_frac, cval.to(device))
-            synth.append(((xin.clamp(-1, 1) * STD + MEAN) * 255).round().clamp(0, 255).to(torch.uint8).cpu())
-    comps_syn, lat_syn = run_components(G, D, S, torch.cat(synth), device, Sg=Sg)
-    comps_eg = comps_ed = None
-    if xeg is not None and xed is not None:
-        comps_eg, lat_eg = run_components(G, D, S, torch.from_numpy(xeg), device, Sg=Sg)
-        comps_ed, lat_ed = run_components(G, D, S, torch.from_numpy(xed), device, Sg=Sg)
-
     sigma = max(1.0, S / 64.0)
     pools = [args.pool] if args.pool > 0 else [max(1, S // 32), max(1, S // 16), max(1, S // 8)]
     # With a segmentation head only its own map competes (with or without per-pixel z and
@@ -1360,6 +1341,27 @@ def main(argv=None):
     variants = auto if args.map == "auto" else [args.map]
     if Sg is None and variants[0] in SEG_VARIANTS:
         raise SystemExit(f"error: --map {args.map} needs the segmentation head (--seg-width > 0)")
+    # only the components that some candidate map uses are computed
+    need = tuple(float(any(MAP_VARIANTS[v][i] > 0 for v in variants)) for i in range(4))
+    # ---- scoring variants: raw components on every set
+    xval_t = torch.from_numpy(xval)
+    comps_tr, _ = run_components(G, D, S, xtrain_dev[:min(len(xtrain_dev), 512)].cpu(), device, Sg=Sg, need=need)
+    norms = [max(float(c.mean()), 1e-8) for c in comps_tr]
+    comps_val, lat_val = run_components(G, D, S, xval_t, device, Sg=Sg, need=need)
+    # synthetic defects on the held-back goods: the model-selection set (no real defects used)
+    synth = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(args.seed + 12345)
+        xs = to_model_input(xval_t.to(device))
+        for _ in range(max(1, math.ceil(64 / len(xs)))):
+            xin, _ = corrupt(xs, 1.0, args.stroke_frac, args.shade_frac, cval.to(device))
+            synth.append(((xin.clamp(-1, 1) * STD + MEAN) * 255).round().clamp(0, 255).to(torch.uint8).cpu())
+    comps_syn, lat_syn = run_components(G, D, S, torch.cat(synth), device, Sg=Sg, need=need)
+    comps_eg = comps_ed = None
+    if xeg is not None and xed is not None:
+        comps_eg, lat_eg = run_components(G, D, S, torch.from_numpy(xeg), device, Sg=Sg, need=need)
+        comps_ed, lat_ed = run_components(G, D, S, torch.from_numpy(xed), device, Sg=Sg, need=need)
+
     default_variant, default_pool = "res+ssim", max(1, S // 16)
     table = []
     log("")
