@@ -1336,7 +1336,7 @@ def main(argv=None):
     pools = [args.pool] if args.pool > 0 else [max(1, S // 32), max(1, S // 16), max(1, S // 8)]
     # With a segmentation head only its own map competes (with or without per-pixel z and
     # pooling): restoration-only maps never came close, and where the synthetic defects
-    # picked seg+res it cost 0.06 to 0.12 real AUROC in all three runs (docs/detection.md).
+    # picked seg+res it cost 0.03 and 0.06 real AUROC (docs/detection.md).
     auto = ["seg"] if Sg is not None else [v for v in MAP_VARIANTS if v not in SEG_VARIANTS]
     variants = auto if args.map == "auto" else [args.map]
     if Sg is None and variants[0] in SEG_VARIANTS:
