@@ -63,8 +63,8 @@ board_host_tools
 say "building examples/v4l2_feed for aarch64"
 (cd "$repo" && cargo zigbuild -q --release --target aarch64-unknown-linux-gnu.2.31 --example v4l2_feed) \
     || die "cannot build examples/v4l2_feed (cargo zigbuild, as for linesight)"
-board_fetch
-board_kernel
+board_fetch camera-root drivers/virtio drivers/media drivers/block/virtio_blk.ko
+board_kernel camera-root
 say "kernel $kver (cached in ${cache#"$repo"/})"
 
 run=$cache/camera-run.$$

@@ -1,17 +1,18 @@
-# For the qemu-virt camera test (sourced by camera-test.sh): host tools, the cached
-# arm64 kernel/busybox/libraries with the media modules, and the base of an initramfs.
-# run-test.sh carries the same steps inline and prunes its cache (.cache/root) to the
-# modules it needs, so this keeps its own: .cache/camera-root.
+# Shared by the qemu-virt tests (sourced by run-test.sh and camera-test.sh): host
+# tools, the cached arm64 kernel/busybox/libraries, and the base of an initramfs.
+# Each test keeps its own cache (.cache/root, .cache/camera-root) pruned to the kernel
+# modules it needs.
 # Expects: here (this folder), repo (the repository root), cache ($here/.cache).
 
 say() { echo "qemu-virt: $*"; }
 die() { echo "qemu-virt: FAIL — $*"; exit 1; }
 since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
 
-# qemu-system-aarch64, cpio, python3 (apt-get install if missing).
+# board_host_tools [QEMU]: qemu-system-aarch64 (or QEMU), cpio, python3 (apt-get
+# install if missing).
 board_host_tools() {
     local need=()
-    command -v qemu-system-aarch64 >/dev/null || need+=(qemu-system-arm)
+    command -v "${1:-qemu-system-aarch64}" >/dev/null || need+=(qemu-system-arm)
     command -v cpio >/dev/null || need+=(cpio)
     command -v python3 >/dev/null || need+=(python3)
     if [ ${#need[@]} -gt 0 ]; then
@@ -22,11 +23,14 @@ board_host_tools() {
     fi
 }
 
-# The Debian 12 arm64 kernel, busybox-static and the arm64 runtime libraries, with
-# apt-get download into a private apt tree in the cache (nothing on the host changes).
+# board_fetch NAME MODULE...: the Debian 12 arm64 kernel, busybox-static and the arm64
+# runtime libraries into $cache/NAME (once), with apt-get download into a private apt
+# tree (nothing on the host changes). Of the kernel's modules only the MODULEs (files or
+# folders under kernel/, e.g. drivers/block/virtio_blk.ko) are kept.
 board_fetch() {
-    [ -e "$cache/camera-root/.complete" ] && return
-    local apt=$cache/camera-apt debs=$cache/camera-debs
+    local name=$1; shift
+    [ -e "$cache/$name/.complete" ] && return
+    local apt=$cache/$name-apt debs=$cache/$name-debs
     mkdir -p "$apt/lists/partial" "$apt/archives/partial" "$apt/etc/preferences.d" "$apt/etc/sources.list.d" "$debs"
     cat >"$apt/etc/sources.list" <<SOURCES
 deb [arch=arm64] http://deb.debian.org/debian bookworm main
@@ -47,24 +51,26 @@ SOURCES
     local pkgs=("$kpkg" busybox-static libc6-arm64-cross libstdc++6-arm64-cross libgcc-s1-arm64-cross)
     say "apt-get download ${pkgs[*]}"
     (cd "$debs" && rm -f ./*.deb && apt-get "${o[@]}" download "${pkgs[@]}")
-    local new=$cache/camera-root.new kv
+    local new=$cache/$name.new kv m
     rm -rf "$new" && mkdir -p "$new"
     for d in "$debs"/*.deb; do dpkg-deb -x "$d" "$new"; done
-    # Keep what the initramfs takes: the kernel, the virtio disk and media modules,
-    # busybox, the libraries.
+    # Keep what an initramfs takes: the kernel, the named modules, busybox, the libraries.
     kv=$(ls "$new/lib/modules")
-    mkdir -p "$new/keep/drivers/block"
-    mv "$new/lib/modules/$kv/kernel/drivers/virtio" "$new/lib/modules/$kv/kernel/drivers/media" "$new/keep/drivers/"
-    mv "$new/lib/modules/$kv/kernel/drivers/block/virtio_blk.ko" "$new/keep/drivers/block/"
+    for m in "$@"; do
+        mkdir -p "$new/keep/$(dirname "$m")"
+        mv "$new/lib/modules/$kv/kernel/$m" "$new/keep/$m"
+    done
     rm -rf "$new/lib/modules/$kv" "$new/usr/share" && mkdir -p "$new/lib/modules/$kv"
     mv "$new/keep" "$new/lib/modules/$kv/kernel"
-    rm -rf "$cache/camera-root" "$debs" "$apt" && mv "$new" "$cache/camera-root"
-    touch "$cache/camera-root/.complete"
+    (cd "$debs" && ls) >"$new/packages.txt"
+    rm -rf "$cache/$name" "$debs" "$apt" && mv "$new" "$cache/$name"
+    touch "$cache/$name/.complete"
 }
 
-# Sets kernel, kver and modules (the kernel's module tree) from the cache.
+# board_kernel NAME: sets root, kernel, kver and modules (the kernel's module tree) from
+# $cache/NAME.
 board_kernel() {
-    root=$cache/camera-root
+    root=$cache/$1
     kernel=$(ls "$root"/boot/vmlinuz-*-arm64 | head -1)
     kver=${kernel##*/vmlinuz-}
     modules=$root/lib/modules/$kver/kernel
@@ -72,11 +78,11 @@ board_kernel() {
 
 # board_initramfs DIR: busybox, the arm64 runtime libraries, the virtio disk modules,
 # the aarch64 linesight and ONNX Runtime and models/sim-flange under DIR/opt/linesight.
+# Sets ort (the ONNX Runtime library it took; build.rs fetched it during the aarch64 build).
 board_initramfs() {
     local ir=$1
     local bin=$repo/target/aarch64-unknown-linux-gnu/release/linesight
     [ -x "$bin" ] || die "no aarch64 linesight at $bin; build it first: cargo zigbuild --release --target aarch64-unknown-linux-gnu.2.31"
-    local ort
     ort=$(ls -t "$repo"/target/aarch64-unknown-linux-gnu/release/build/linesight-*/out/onnxruntime-*-aarch64/libonnxruntime.so.* 2>/dev/null | head -1 || true)
     [ -n "$ort" ] || die "no aarch64 ONNX Runtime library in target/aarch64-unknown-linux-gnu/release/build/linesight-*/out"
     mkdir -p "$ir"/{bin,lib/modules,proc,sys,dev,tmp,out} "$ir"/opt/linesight/{board/qemu-virt,models/sim-flange}
@@ -89,6 +95,8 @@ board_initramfs() {
         cp "$modules/$m" "$ir/lib/modules/"
     done
     cp "$bin" "$ir/opt/linesight/linesight"
+    # "Beside the executable" is where linesight looks when neither the config nor
+    # ORT_DYLIB_PATH names a library (as the .deb and board images ship it).
     cp "$ort" "$ir/opt/linesight/libonnxruntime.so"
     cp "$repo"/models/sim-flange/model.{onnx,toml} "$ir/opt/linesight/models/sim-flange/"
 }

@@ -47,10 +47,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-say() { echo "qemu-virt: $*"; }
-die() { echo "qemu-virt: FAIL — $*"; exit 1; }
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 t0=$(date +%s.%N)
-since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
 
 case_name=last
 [ "$broken_line" = 1 ] && case_name=last-broken-line
@@ -68,75 +67,18 @@ fi
 
 # --- host tools --------------------------------------------------------------
 qemu=${QEMU:-qemu-system-aarch64}
-need=()
-command -v "$qemu" >/dev/null || need+=(qemu-system-arm)
-command -v cpio >/dev/null || need+=(cpio)
-command -v python3 >/dev/null || need+=(python3)
-if [ ${#need[@]} -gt 0 ]; then
-    say "installing ${need[*]} with apt-get"
-    sudo=(); [ "$(id -u)" = 0 ] || sudo=(sudo)
-    "${sudo[@]}" apt-get update -qq
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+board_host_tools "$qemu"
 "$qemu" -trace help 2>/dev/null | grep -qx pl061_set_output \
     || die "this $qemu ($("$qemu" --version | head -1)) has no pl061_set_output trace event"
 
-# --- what goes into the VM ---------------------------------------------------
-bin=$repo/target/aarch64-unknown-linux-gnu/release/linesight
-[ -x "$bin" ] || die "no aarch64 linesight at $bin; build it first: cargo zigbuild --release --target aarch64-unknown-linux-gnu.2.31"
-# build.rs fetched it from the onnxruntime wheel during the aarch64 build.
-ort=$(ls -t "$repo"/target/aarch64-unknown-linux-gnu/release/build/linesight-*/out/onnxruntime-*-aarch64/libonnxruntime.so.* 2>/dev/null | head -1 || true)
-[ -n "$ort" ] || die "no aarch64 ONNX Runtime library in target/aarch64-unknown-linux-gnu/release/build/linesight-*/out (build.rs fetches it during the aarch64 build)"
-
 # --- the arm64 kernel, busybox and runtime libraries (cached) ----------------
-# A private apt tree for arm64 (Debian 12 "bookworm") in the cache, so nothing on
-# the host changes: apt-get update and apt-get download only.
-fetch() {
-    local apt=$cache/apt
-    mkdir -p "$apt/lists/partial" "$apt/archives/partial" "$apt/etc/preferences.d" "$apt/etc/sources.list.d" "$cache/debs"
-    cat >"$apt/etc/sources.list" <<SOURCES
-deb [arch=arm64] http://deb.debian.org/debian bookworm main
-deb [arch=arm64] http://deb.debian.org/debian bookworm-updates main
-deb [arch=arm64] http://deb.debian.org/debian-security bookworm-security main
-SOURCES
-    : >"$apt/status"
-    local o=(-qq -o APT::Architecture=arm64 -o APT::Architectures::=arm64
-        -o Dir::State="$apt" -o Dir::State::Lists="$apt/lists" -o Dir::State::status="$apt/status"
-        -o Dir::Cache="$apt" -o Dir::Etc::SourceList="$apt/etc/sources.list"
-        -o Dir::Etc::SourceParts="$apt/etc/sources.list.d" -o Dir::Etc::Preferences=/dev/null
-        -o Dir::Etc::PreferencesParts="$apt/etc/preferences.d" -o APT::Sandbox::User="$(id -un)")
-    say "fetching the Debian 12 arm64 package lists"
-    apt-get "${o[@]}" update
-    # The kernel that the linux-image-arm64 meta-package points at today.
-    local kpkg
-    kpkg=$(apt-cache "${o[@]}" depends linux-image-arm64 | sed -n 's/^ *Depends: \(linux-image-[0-9].*-arm64\)$/\1/p' | head -1)
-    [ -n "$kpkg" ] || die "cannot find the kernel package behind linux-image-arm64"
-    local pkgs=("$kpkg" busybox-static libc6-arm64-cross libstdc++6-arm64-cross libgcc-s1-arm64-cross)
-    say "apt-get download ${pkgs[*]}"
-    (cd "$cache/debs" && rm -f ./*.deb && apt-get "${o[@]}" download "${pkgs[@]}")
-    local new=$cache/root.new
-    rm -rf "$new" && mkdir -p "$new"
-    for d in "$cache"/debs/*.deb; do dpkg-deb -x "$d" "$new"; done
-    # Keep what the initramfs takes: the kernel, two modules, busybox, the libraries.
-    local kv
-    kv=$(ls "$new/lib/modules")
-    mkdir -p "$new/keep/drivers/virtio" "$new/keep/drivers/block"
-    mv "$new/lib/modules/$kv/kernel/drivers/virtio/virtio_mmio.ko" "$new/keep/drivers/virtio/"
-    mv "$new/lib/modules/$kv/kernel/drivers/block/virtio_blk.ko" "$new/keep/drivers/block/"
-    rm -rf "$new/lib/modules/$kv" "$new/usr/share" && mkdir -p "$new/lib/modules/$kv"
-    mv "$new/keep" "$new/lib/modules/$kv/kernel"
-    (cd "$cache/debs" && ls) >"$new/packages.txt"
-    rm -rf "$cache/root" "$cache/debs" "$apt" && mv "$new" "$cache/root"
-    touch "$cache/root/.complete"
-}
+# The second disk (virtio-mmio + virtio-blk: modules in Debian's kernel) carries the
+# results out.
 if [ ! -e "$cache/root/.complete" ]; then
-    fetch
+    board_fetch root drivers/virtio/virtio_mmio.ko drivers/block/virtio_blk.ko
     say "fetched and unpacked in $(since "$t0") s"
 fi
-root=$cache/root
-kernel=$(ls "$root"/boot/vmlinuz-*-arm64 | head -1)
-kver=${kernel##*/vmlinuz-}
-modules=$root/lib/modules/$kver/kernel
+board_kernel root
 say "from ${cache#"$repo"/}: $(sed 's/_.*//' "$root/packages.txt" | tr '\n' ' ')"
 
 # --- the initramfs -----------------------------------------------------------
@@ -144,23 +86,9 @@ run=$cache/run.$$
 rm -rf "$run" && mkdir -p "$run"
 trap 'rm -rf "$run"' EXIT
 ir=$run/initramfs
-mkdir -p "$ir"/{bin,lib/modules,proc,sys,dev,tmp,out} "$ir"/opt/linesight/{board/qemu-virt,models/sim-flange}
-cp "$root/bin/busybox" "$ir/bin/busybox"
-cp "$here/init" "$ir/init" && chmod 755 "$ir/init"
-xlib=$root/usr/aarch64-linux-gnu/lib
-for l in ld-linux-aarch64.so.1 libc.so.6 libm.so.6 libpthread.so.0 libdl.so.2 librt.so.1 libstdc++.so.6 libgcc_s.so.1; do
-    cp -L "$xlib/$l" "$ir/lib/$l"
-done
-# The second disk (virtio-mmio + virtio-blk: modules in Debian's kernel) carries the results out.
-for m in drivers/virtio/virtio_mmio.ko drivers/block/virtio_blk.ko; do
-    cp "$modules/$m" "$ir/lib/modules/"
-done
 # The repository's layout under /opt/linesight, so the config's relative paths hold.
-cp "$bin" "$ir/opt/linesight/linesight"
-# "Beside the executable" is where linesight looks when neither the config nor
-# ORT_DYLIB_PATH names a library (as the .deb and board images ship it).
-cp "$ort" "$ir/opt/linesight/libonnxruntime.so"
-cp "$repo"/models/sim-flange/model.{onnx,toml} "$ir/opt/linesight/models/sim-flange/"
+board_initramfs "$ir"
+cp "$here/init" "$ir/init" && chmod 755 "$ir/init"
 config=board/qemu-virt/linesight.toml
 cp "$here/linesight.toml" "$ir/opt/linesight/$config"
 if [ "$broken_line" = 1 ]; then
@@ -169,7 +97,7 @@ if [ "$broken_line" = 1 ]; then
     grep -q '^line = 6$' "$ir/opt/linesight/$config" || die "could not write the broken-line config"
     say "BROKEN ON PURPOSE: the board's config drives line 6; the checker expects line 5"
 fi
-(cd "$ir" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet >"$run/initramfs.cpio")
+board_cpio "$ir" "$run/initramfs.cpio"
 rm -rf "$ir"
 say "initramfs $(du -m "$run/initramfs.cpio" | cut -f1) MiB: linesight $(git -C "$repo" describe --always --dirty 2>/dev/null || true) (aarch64, glibc 2.31), ${ort##*/}, models/sim-flange, busybox"
 
