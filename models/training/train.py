@@ -545,7 +545,7 @@ def shading_field(n: int, size: int, device) -> torch.Tensor:
     return m / m.flatten(1).amax(1).clamp_min(1e-6)[:, None, None, None]
 
 
-def corrupt(x: torch.Tensor, prob: float, stroke_frac: float = 0.25, shade_frac: float = 0.15,
+def corrupt(x: torch.Tensor, prob: float, stroke_frac: float = 0.25, shade_frac: float = 0.0,
             content: torch.Tensor | None = None, visible: float = 0.04) -> tuple[torch.Tensor, torch.Tensor]:
     """Generic synthetic defects on a fraction `prob` of the batch x ([-1,1], [B,C,S,S]).
     A share `stroke_frac` are thin darker or brighter strokes with a soft edge (cracks,
@@ -605,10 +605,8 @@ def corrupt(x: torch.Tensor, prob: float, stroke_frac: float = 0.25, shade_frac:
     is_s = u < stroke_frac
     is_h = (u >= stroke_frac) & (u < stroke_frac + shade_frac)
     xin = torch.where(is_s, stroke, torch.where(is_h, shade, blob))
-    m = torch.where(is_s, m_s, torch.where(is_h, m_h, m)) * sel
     keep = sel if content is None else sel * content.float()
-    if content is not None:
-        m = m * keep
+    m = torch.where(is_s, m_s, torch.where(is_h, m_h, m)) * keep
     xin = x + (xin - x) * keep
     changed = ((xin - x).abs().amax(1, keepdim=True) > visible).float()
     frac = (m * changed).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1.0)
@@ -804,7 +802,7 @@ def train(args, G, D, xtrain_u8, content, device, t_start, monitor=None, Sg=None
             n_.to(memory_format=fmt)
     # Exponential moving average of the generator's and the head's weights: what is scored and
     # exported. The live weights wander (the real-defect AUROC of one run moved by +-0.04
-    # between checks 40 epochs apart); their average is a steadier model.
+    # between checks 32 epochs apart); their average is a steadier model.
     ema = [copy.deepcopy(n_).eval() if args.ema > 0 and n_ is not None else n_ for n_ in (G, Sg)]
     averaged = ema if args.ema > 0 else [G, Sg]
 
@@ -1177,9 +1175,9 @@ def parse_args(argv=None):
                    help="share of synthetic defects that are large smooth brightness changes (off: on magnetic "
                         "tiles 0.15 cost 0.09 image AUROC, the head learnt to flag natural lighting)")
     t.add_argument("--jitter", type=float, default=0.0,
-                   help="global gain and offset jitter of training images, +-J (0 = off; for lines whose lighting drifts)")
+                   help="global gain and offset jitter of training images, +-J (0 = off; not measured on the final recipe)")
     t.add_argument("--seg-precision", choices=["bf16", "fp32"], default="bf16",
-                   help="segmentation head training precision on CUDA (bf16 is about twice as fast)")
+                   help="segmentation head training precision on CUDA (bf16 is faster; the GAN always trains in fp32)")
     t.add_argument("--ema", type=float, default=0.999,
                    help="decay of the moving average of the weights that is exported (0 = export the last weights)")
     t.add_argument("--w-rec", type=float, default=1.0, help="weight of the L1 reconstruction loss")
