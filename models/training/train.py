@@ -208,6 +208,22 @@ def to_model_input(u8: torch.Tensor) -> torch.Tensor:
     return (u8.float() / 255.0 - MEAN) / STD
 
 
+def standardize(x: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image exposure normalisation, the first step of every network: x minus the mean
+    of the part's pixels, divided by their spread, to a spread of 0.25 ([-1,1] units).
+    Statistics come from `ref` (default x), over all channels together (colour is kept)
+    and over pixels brighter than black (letterbox padding is 0, so it is left out).
+    Exposure varies across a line's life and across data sets (the magnetic-tile series
+    exp1..exp6 are the same kind of tile at mean grey 66 to 150, their spread growing in
+    proportion): after this a defect looks the same at every exposure."""
+    ref = x if ref is None else ref
+    inside = (ref > -1.0 + 1.0 / 255.0).to(ref.dtype)
+    n = inside.flatten(1).sum(1).clamp_min(1.0)[:, None, None, None]
+    mu = (ref * inside).flatten(1).sum(1)[:, None, None, None] / n
+    var = (((ref - mu) * inside) ** 2).flatten(1).sum(1)[:, None, None, None] / n
+    return (x - mu) / var.sqrt().clamp_min(0.01) * 0.25
+
+
 # --------------------------------------------------------------------------- metrics
 
 
@@ -648,8 +664,9 @@ class Scorer(nn.Module):
 
     def __init__(self, G: Generator | None, D: Discriminator | None, size: int, weights=(1.0, 0.0, 0.0, 0.0),
                  norms=(1.0, 1.0, 1.0, 1.0), pool: int = 8, sigma: float = 2.0, disc_layers: int = 2,
-                 pix_stats=None, seg: SegHead | None = None):
+                 pix_stats=None, seg: SegHead | None = None, standardize: bool = False):
         super().__init__()
+        self.standardize = standardize
         weights = tuple(weights) + (0.0,) * (4 - len(weights))
         norms = tuple(norms) + (1.0,) * (4 - len(norms))
         self.seg = seg if weights[3] > 0 else None
@@ -710,6 +727,8 @@ class Scorer(nn.Module):
         return score, amap
 
     def forward(self, image):
+        if self.standardize:
+            image = standardize(image)
         xh, _ = self.G.reconstruct(image)
         xh = xh.clamp(-1.0, 1.0)
         comps = self.components(image, xh)
@@ -758,7 +777,7 @@ def make_monitor(S, xval_u8: torch.Tensor, cval: torch.Tensor, device, args, xev
     @torch.no_grad()
     def monitor(G, Sg=None):
         sc = Scorer(G, None, S, weights=(0.0, 0.0, 0.0, 1.0) if Sg is not None else (1.0, 0.0, 0.0, 0.0),
-                    pool=max(1, S // 16), sigma=max(1.0, S / 64.0), seg=Sg).to(device)
+                    pool=max(1, S // 16), sigma=max(1.0, S / 64.0), seg=Sg, standardize=args.standardize == "on").to(device)
 
         def scores(x):
             return torch.cat([sc(x[i:i + 64])[0] for i in range(0, len(x), 64)]).float().cpu().numpy()
@@ -766,8 +785,9 @@ def make_monitor(S, xval_u8: torch.Tensor, cval: torch.Tensor, device, args, xev
         nets = [n_ for n_ in (G, Sg) if n_ is not None]
         for n_ in nets:
             n_.eval()
-        rec = torch.cat([(G.reconstruct(xs[i:i + 64])[0].clamp(-1, 1) - xs[i:i + 64]).abs().flatten(1).mean(1)
-                         for i in range(0, len(xs), 64)])
+        xn = standardize(xs) if args.standardize == "on" else xs
+        rec = torch.cat([(G.reconstruct(xn[i:i + 64])[0].clamp(-1, 1) - xn[i:i + 64]).abs().flatten(1).mean(1)
+                         for i in range(0, len(xn), 64)])
         out = f"held-back rec {float(rec.mean()):.4f} synth AUROC {auroc(scores(xsyn), scores(xs)):.3f}"
         if xeval is not None:
             good, bad = (scores(to_model_input(u.to(device))) for u in xeval)
@@ -856,6 +876,8 @@ def train(args, G, D, xtrain_u8, content, device, t_start, monitor=None, Sg=None
                 if args.flip:
                     cm = torch.where(fl[:, None, None, None], cm.flip(3), cm)
                 xin, m = corrupt(x, args.anomaly_prob, args.stroke_frac, args.shade_frac, cm)
+                if args.standardize == "on":  # the networks see what the exported graph gives them
+                    x, xin = standardize(x, xin), standardize(xin)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 xh, z, z2 = G(xin)
                 # discriminator: hinge loss, clean real images vs reconstructions
@@ -929,14 +951,17 @@ def train(args, G, D, xtrain_u8, content, device, t_start, monitor=None, Sg=None
 
 
 @torch.no_grad()
-def run_components(G, D, size, u8, device, bs=64, disc_layers=2, Sg=None, need=(1, 1, 1, 1)):
+def run_components(G, D, size, u8, device, bs=64, disc_layers=2, Sg=None, need=(1, 1, 1, 1), std=False):
     """Raw map components (res, ssim, disc, seg) [N,1,S,S] on CPU (zeros where not `need`ed
-    or without a head), plus GANomaly's latent distance, for the images u8 [N,C,S,S]."""
+    or without a head), plus GANomaly's latent distance, for the images u8 [N,C,S,S]
+    (standardized first if `std`)."""
     sc = Scorer(G, D, size, weights=need, disc_layers=disc_layers, seg=Sg).to(device).eval()
     outs = [[], [], [], []]
     lat = []
     for i in range(0, len(u8), bs):
         x = to_model_input(u8[i:i + bs].to(device))
+        if std:
+            x = standardize(x)
         xh, z, z2 = G(x)
         comps = sc.components(x, xh.clamp(-1.0, 1.0))
         for j in range(4):
@@ -1174,6 +1199,9 @@ def parse_args(argv=None):
     t.add_argument("--shade-frac", type=float, default=0.0,
                    help="share of synthetic defects that are large smooth brightness changes (off: on magnetic "
                         "tiles 0.15 cost 0.09 image AUROC, the head learnt to flag natural lighting)")
+    t.add_argument("--standardize", choices=["on", "off"], default="off",
+                   help="per-image exposure normalisation (mean and spread of the part's pixels) as the graph's "
+                        "first step, in training too")
     t.add_argument("--jitter", type=float, default=0.0,
                    help="global gain and offset jitter of training images, +-J (0 = off; not measured on the final recipe)")
     t.add_argument("--seg-precision", choices=["bf16", "fp32"], default="bf16",
@@ -1341,11 +1369,12 @@ def main(argv=None):
         raise SystemExit(f"error: --map {args.map} needs the segmentation head (--seg-width > 0)")
     # only the components that some candidate map uses are computed
     need = tuple(float(any(MAP_VARIANTS[v][i] > 0 for v in variants)) for i in range(4))
+    std_on = args.standardize == "on"
     # ---- scoring variants: raw components on every set
     xval_t = torch.from_numpy(xval)
-    comps_tr, _ = run_components(G, D, S, xtrain_dev[:min(len(xtrain_dev), 512)].cpu(), device, Sg=Sg, need=need)
+    comps_tr, _ = run_components(G, D, S, xtrain_dev[:min(len(xtrain_dev), 512)].cpu(), device, Sg=Sg, need=need, std=std_on)
     norms = [max(float(c.mean()), 1e-8) for c in comps_tr]
-    comps_val, lat_val = run_components(G, D, S, xval_t, device, Sg=Sg, need=need)
+    comps_val, lat_val = run_components(G, D, S, xval_t, device, Sg=Sg, need=need, std=std_on)
     # synthetic defects on the held-back goods: the model-selection set (no real defects used)
     synth = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -1354,11 +1383,11 @@ def main(argv=None):
         for _ in range(max(1, math.ceil(64 / len(xs)))):
             xin, _ = corrupt(xs, 1.0, args.stroke_frac, args.shade_frac, cval.to(device))
             synth.append(((xin.clamp(-1, 1) * STD + MEAN) * 255).round().clamp(0, 255).to(torch.uint8).cpu())
-    comps_syn, lat_syn = run_components(G, D, S, torch.cat(synth), device, Sg=Sg, need=need)
+    comps_syn, lat_syn = run_components(G, D, S, torch.cat(synth), device, Sg=Sg, need=need, std=std_on)
     comps_eg = comps_ed = None
     if xeg is not None and xed is not None:
-        comps_eg, lat_eg = run_components(G, D, S, torch.from_numpy(xeg), device, Sg=Sg, need=need)
-        comps_ed, lat_ed = run_components(G, D, S, torch.from_numpy(xed), device, Sg=Sg, need=need)
+        comps_eg, lat_eg = run_components(G, D, S, torch.from_numpy(xeg), device, Sg=Sg, need=need, std=std_on)
+        comps_ed, lat_ed = run_components(G, D, S, torch.from_numpy(xed), device, Sg=Sg, need=need, std=std_on)
 
     default_variant, default_pool = "res+ssim", max(1, S // 16)
     table = []
@@ -1400,7 +1429,7 @@ def main(argv=None):
     log(f"chosen: map {v_name}, pool {pool_k}, Gaussian sigma {sigma:g}")
 
     scorer = Scorer(G, D, S, weights=MAP_VARIANTS[v_name], norms=norms, pool=pool_k, sigma=sigma,
-                    pix_stats=pix_cache[v_name] if use_pix else None, seg=Sg).eval()
+                    pix_stats=pix_cache[v_name] if use_pix else None, seg=Sg, standardize=std_on).eval()
 
     # ---- calibration on the held-back goods, through the real scorer
     def scores_of(u8: np.ndarray, bs=64):
