@@ -722,9 +722,7 @@ class Scorer(nn.Module):
         amap = F.conv2d(F.pad(amap, (p, p, p, p), mode="reflect"), self.smooth)
         if self.pix:
             amap = (amap - self.pix_mu) / self.pix_sd
-        pooled = F.avg_pool2d(amap, self.pool, 1) if self.pool > 1 else amap
-        score = pooled.flatten(1).amax(1)
-        return score, amap
+        return pool_max(amap, self.pool), amap
 
     def forward(self, image):
         if self.standardize:
@@ -738,6 +736,29 @@ class Scorer(nn.Module):
                 continue
             amap = c * w if amap is None else amap + c * w
         return self.finish(amap)
+
+
+class Ensemble(nn.Module):
+    """The exported graph with several members (same recipe, different seeds): the mean of
+    their anomaly maps (each a Scorer's smoothed map, a z-map with pixel statistics), then
+    the score as in Scorer: max of the k x k average-pooled map. Members trained from
+    different seeds err on different good tiles, so the mean map separates better than
+    any one of them (docs/detection.md)."""
+
+    def __init__(self, members: list[Scorer], pool: int):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.pool = int(pool)
+
+    def forward(self, image):
+        amap = sum(m(image)[1] for m in self.members) / len(self.members)
+        return pool_max(amap, self.pool), amap
+
+
+def pool_max(amap: torch.Tensor, k: int) -> torch.Tensor:
+    """Image score: max of the k x k average-pooled map (defects are small and local)."""
+    pooled = F.avg_pool2d(amap, k, 1) if k > 1 else amap
+    return pooled.flatten(1).amax(1)
 
 
 # --------------------------------------------------------------------------- training
@@ -799,9 +820,10 @@ def make_monitor(S, xval_u8: torch.Tensor, cval: torch.Tensor, device, args, xev
     return monitor
 
 
-def train(args, G, D, xtrain_u8, content, device, t_start, monitor=None, Sg=None):
-    """Adversarial restoration training; content: the training images' part pixels
-    (not padding). Returns (epochs completed, steps)."""
+def train(args, G, D, xtrain_u8, content, device, t_start, monitor=None, Sg=None, minutes=None):
+    """Adversarial restoration training within `minutes` (default --max-minutes); content:
+    the training images' part pixels (not padding). Returns (epochs completed, steps)."""
+    minutes = args.max_minutes if minutes is None else minutes
     N = xtrain_u8.shape[0]
     bs = max(2, min(args.batch_size, N))
     steps_per_epoch = max(1, N // bs)
@@ -839,11 +861,11 @@ def train(args, G, D, xtrain_u8, content, device, t_start, monitor=None, Sg=None
                     else:
                         ba.copy_(bl)
     win = torch.outer(gaussian_kernel1d(1.5, 5), gaussian_kernel1d(1.5, 5))[None, None].to(device)
-    budget = args.max_minutes * 60.0
+    budget = minutes * 60.0
     t_train = time.time()
     planned = epochs  # may shrink once the epoch time is known, so the LR schedule completes
     log(f"training: {N} images, batch {bs}, {steps_per_epoch} steps/epoch, {epochs} epochs planned "
-        f"({epochs * steps_per_epoch} steps), time budget {args.max_minutes:g} min, amp={'bf16' if amp else 'off'}, "
+        f"({epochs * steps_per_epoch} steps), time budget {minutes:g} min, amp={'bf16' if amp else 'off'}, "
         f"segmentation head {'bf16' if seg_amp else 'fp32'}")
     step = 0
     ep = 0
@@ -928,7 +950,7 @@ def train(args, G, D, xtrain_u8, content, device, t_start, monitor=None, Sg=None
         fit = ep + int((budget - (now - t_train)) / max(recent, 1e-6))
         if fit < planned and ep >= min(2, planned):
             log(f"  time budget: about {recent:.2f} s/epoch, so {max(ep, fit)} of {planned} epochs fit in "
-                f"{args.max_minutes:g} min; the schedule is shortened to that")
+                f"{minutes:g} min; the schedule is shortened to that")
             planned = max(ep, fit)
         eta = recent * (planned - ep)
         mon = ""
@@ -938,7 +960,7 @@ def train(args, G, D, xtrain_u8, content, device, t_start, monitor=None, Sg=None
             f"lat {sums['lat']:.4f} fm {sums['fm']:.4f} gan {sums['gan']:+.3f})  D {sums['D']:.3f}  seg {sums['seg']:.4f}  "
             f"lr {lr:.2e}  {now - te:.1f}s/ep  elapsed {fmt_s(now - t_start)}  ETA {fmt_s(eta)}{mon}")
         if now - t_train > budget and ep < planned:
-            log(f"  time budget of {args.max_minutes:g} min spent after {ep} epochs: stopping, exporting")
+            log(f"  time budget of {minutes:g} min spent after {ep} epochs: stopping")
             break
     if args.ema > 0:
         for live, avg in zip((G, Sg), ema):
@@ -1010,12 +1032,13 @@ def quantile_stats(s: np.ndarray) -> dict:
 # --------------------------------------------------------------------------- export
 
 
-def export_onnx(scorer: Scorer, C: int, S: int, path: Path) -> str:
+def export_onnx(scorer: nn.Module, C: int, S: int, path: Path) -> str:
     import onnx
 
     scorer = scorer.cpu().eval()
-    if scorer.D is not None:
-        scorer.D.bake()
+    for m_ in scorer.modules():
+        if isinstance(m_, Discriminator):
+            m_.bake()
     dummy = torch.zeros(1, C, S, S)
     how = "torchscript (dynamo=False)"
     try:
@@ -1039,7 +1062,7 @@ def export_onnx(scorer: Scorer, C: int, S: int, path: Path) -> str:
     return how
 
 
-def verify_onnx(path: Path, scorer: Scorer, samples: torch.Tensor) -> tuple[float, float]:
+def verify_onnx(path: Path, scorer: nn.Module, samples: torch.Tensor) -> tuple[float, float]:
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -1199,6 +1222,9 @@ def parse_args(argv=None):
     t.add_argument("--shade-frac", type=float, default=0.0,
                    help="share of synthetic defects that are large smooth brightness changes (off: on magnetic "
                         "tiles 0.15 cost 0.09 image AUROC, the head learnt to flag natural lighting)")
+    t.add_argument("--members", type=int, default=1,
+                   help="independently seeded members trained one after the other within --max-minutes; the "
+                        "exported map is the mean of theirs (inference cost grows in proportion)")
     t.add_argument("--standardize", choices=["on", "off"], default="off",
                    help="per-image exposure normalisation (mean and spread of the part's pixels) as the graph's "
                         "first step, in training too")
@@ -1251,6 +1277,8 @@ def main(argv=None):
     log(f"command: {command}")
     if args.size < 16 or n_levels(args.size) < 2:
         raise SystemExit("error: --size must be at least 16 and a multiple of 8 (e.g. 64, 128, 256)")
+    if args.members < 1:
+        raise SystemExit("error: --members must be at least 1")
     if not (0.0 < args.val_frac < 1.0):
         raise SystemExit("error: --val-frac must be in (0, 1)")
     seed_all(args.seed)
@@ -1329,31 +1357,41 @@ def main(argv=None):
         f"{0 if xeg is None else len(xeg)} eval good, {0 if xed is None else len(xed)} eval defect; "
         f"channels {channels}; size {S}; loaded in {time.time() - t0:.1f}s")
 
-    # ---- the networks
-    G = Generator(C, S, args.width, args.max_width, args.nz, args.norm, args.skip_div).to(device)
-    D = Discriminator(C, S).to(device)
-    Sg = SegHead(C, S, args.seg_width).to(device) if args.seg_width > 0 else None
-    n_exp = sum(p.numel() for n_, p in G.named_parameters() if not n_.startswith("e2."))
-    log(f"generator: {sum(p.numel() for p in G.parameters()) / 1e6:.2f} M parameters "
-        f"({n_exp / 1e6:.2f} M in the exported reconstruction path), skips at levels "
-        f"{[S // 2 ** (i + 1) for i, s in enumerate(G.skip) if s]} px; discriminator: "
-        f"{sum(p.numel() for p in D.parameters()) / 1e6:.2f} M parameters; segmentation head: "
-        f"{'none' if Sg is None else f'{sum(p.numel() for p in Sg.parameters()) / 1e6:.2f} M parameters'}")
-
+    # ---- the networks: one or more members (seeds seed, seed+1, ...), trained one after the other
+    K = args.members
     xtrain_dev = torch.from_numpy(xtrain).to(device)
     ctrain_dev = torch.from_numpy(ctrain).to(device)
     xeval = (torch.from_numpy(xeg), torch.from_numpy(xed)) if xeg is not None and xed is not None else None
     monitor = make_monitor(S, torch.from_numpy(xval), cval, device, args, xeval)
-    epochs_done, steps = train(args, G, D, xtrain_dev, ctrain_dev, device, t_start, monitor, Sg)
-    for n_ in (G, D, Sg):
-        if n_ is not None:
-            n_.eval().to(memory_format=torch.contiguous_format)
+    members = []  # (G, D, Sg) per member
+    epochs_done = 0
+    for j in range(K):
+        if K > 1:
+            log("")
+            log(f"member {j + 1} of {K}: seed {args.seed + j}, {args.max_minutes / K:.3g} min")
+            seed_all(args.seed + j)
+        G = Generator(C, S, args.width, args.max_width, args.nz, args.norm, args.skip_div).to(device)
+        D = Discriminator(C, S).to(device)
+        Sg = SegHead(C, S, args.seg_width).to(device) if args.seg_width > 0 else None
+        if j == 0:
+            n_exp = sum(p.numel() for n_, p in G.named_parameters() if not n_.startswith("e2."))
+            log(f"generator: {sum(p.numel() for p in G.parameters()) / 1e6:.2f} M parameters "
+                f"({n_exp / 1e6:.2f} M in the exported reconstruction path), skips at levels "
+                f"{[S // 2 ** (i + 1) for i, s in enumerate(G.skip) if s]} px; discriminator: "
+                f"{sum(p.numel() for p in D.parameters()) / 1e6:.2f} M parameters; segmentation head: "
+                f"{'none' if Sg is None else f'{sum(p.numel() for p in Sg.parameters()) / 1e6:.2f} M parameters'}")
+        ep_j, _ = train(args, G, D, xtrain_dev, ctrain_dev, device, t_start, monitor, Sg, minutes=args.max_minutes / K)
+        epochs_done += ep_j
+        for n_ in (G, D, Sg):
+            if n_ is not None:
+                n_.eval().to(memory_format=torch.contiguous_format)
+        members.append((G, D, Sg))
     t_trained = time.time()
     ckpt = args.ckpt_dir / f"linesight-{name}-checkpoint.pt"
     try:
         args.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        torch.save({"G": G.state_dict(), "D": D.state_dict(), "Sg": None if Sg is None else Sg.state_dict(),
-                    "args": vars(args), "channels": channels}, ckpt)
+        torch.save({"members": [{"G": G.state_dict(), "D": D.state_dict(), "Sg": None if Sg is None else Sg.state_dict()}
+                                for G, D, Sg in members], "args": vars(args), "channels": channels}, ckpt)
         log(f"checkpoint: {ckpt}")
     except OSError as e:
         log(f"note: checkpoint not saved ({e})")
@@ -1363,19 +1401,16 @@ def main(argv=None):
     # With a segmentation head only its own map competes (with or without per-pixel z and
     # pooling): restoration-only maps never came close, and where the synthetic defects
     # picked seg+res it cost 0.03 and 0.06 real AUROC (docs/detection.md).
-    auto = ["seg"] if Sg is not None else [v for v in MAP_VARIANTS if v not in SEG_VARIANTS]
+    has_seg = members[0][2] is not None
+    auto = ["seg"] if has_seg else [v for v in MAP_VARIANTS if v not in SEG_VARIANTS]
     variants = auto if args.map == "auto" else [args.map]
-    if Sg is None and variants[0] in SEG_VARIANTS:
+    if not has_seg and variants[0] in SEG_VARIANTS:
         raise SystemExit(f"error: --map {args.map} needs the segmentation head (--seg-width > 0)")
     # only the components that some candidate map uses are computed
     need = tuple(float(any(MAP_VARIANTS[v][i] > 0 for v in variants)) for i in range(4))
     std_on = args.standardize == "on"
-    # ---- scoring variants: raw components on every set
-    xval_t = torch.from_numpy(xval)
-    comps_tr, _ = run_components(G, D, S, xtrain_dev[:min(len(xtrain_dev), 512)].cpu(), device, Sg=Sg, need=need, std=std_on)
-    norms = [max(float(c.mean()), 1e-8) for c in comps_tr]
-    comps_val, lat_val = run_components(G, D, S, xval_t, device, Sg=Sg, need=need, std=std_on)
     # synthetic defects on the held-back goods: the model-selection set (no real defects used)
+    xval_t = torch.from_numpy(xval)
     synth = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(args.seed + 12345)
@@ -1383,11 +1418,31 @@ def main(argv=None):
         for _ in range(max(1, math.ceil(64 / len(xs)))):
             xin, _ = corrupt(xs, 1.0, args.stroke_frac, args.shade_frac, cval.to(device))
             synth.append(((xin.clamp(-1, 1) * STD + MEAN) * 255).round().clamp(0, 255).to(torch.uint8).cpu())
-    comps_syn, lat_syn = run_components(G, D, S, torch.cat(synth), device, Sg=Sg, need=need, std=std_on)
-    comps_eg = comps_ed = None
-    if xeg is not None and xed is not None:
-        comps_eg, lat_eg = run_components(G, D, S, torch.from_numpy(xeg), device, Sg=Sg, need=need, std=std_on)
-        comps_ed, lat_ed = run_components(G, D, S, torch.from_numpy(xed), device, Sg=Sg, need=need, std=std_on)
+    sets = {"tr": xtrain_dev[:min(len(xtrain_dev), 512)].cpu(), "val": xval_t, "syn": torch.cat(synth)}
+    if xeval is not None:
+        sets["eg"], sets["ed"] = xeval
+    # ---- raw map components of every member on every set
+    comps, lats, norms = [], [], []
+    for G, D, Sg in members:
+        c, lt = {}, {}
+        for key, u8 in sets.items():
+            c[key], lt[key] = run_components(G, D, S, u8, device, Sg=Sg, need=need, std=std_on)
+        comps.append(c)
+        lats.append(lt)
+        norms.append([max(float(x.mean()), 1e-8) for x in c["tr"]])
+
+    def mean_map(v, pix, key):
+        """The candidate map of every image of a set, averaged over the members."""
+        acc = None
+        for j in range(K):
+            _, m_ = variant_scores(comps[j][key], MAP_VARIANTS[v], norms[j], S, 1, sigma, device,
+                                   pix_stats=pix_cache[(v, j)] if pix else None)
+            acc = m_ if acc is None else acc + m_
+        return acc / K
+
+    def set_scores(maps, k):
+        return torch.cat([pool_max(maps[i:i + 256].to(device), k).cpu() for i in range(0, len(maps), 256)]
+                         ).numpy().astype(np.float64)
 
     default_variant, default_pool = "res+ssim", max(1, S // 16)
     table = []
@@ -1395,27 +1450,23 @@ def main(argv=None):
     log("scoring variants (selection: held-back goods vs the same with synthetic defects; "
         "the real evaluation set is shown for information, never used to choose):")
     log(f"  {'map':<15} {'pool':>4}  {'synthetic AUROC':>15}  {'eval AUROC':>10}")
-    if comps_ed is not None:
-        log(f"  {'ganomaly-latent':<15} {'-':>4}  {auroc(lat_syn.numpy(), lat_val.numpy()):15.4f}  "
-            f"{auroc(lat_ed.numpy(), lat_eg.numpy()):10.4f}   (plain GANomaly score, for reference)")
+    if xeval is not None:
+        log(f"  {'ganomaly-latent':<15} {'-':>4}  {auroc(lats[0]['syn'].numpy(), lats[0]['val'].numpy()):15.4f}  "
+            f"{auroc(lats[0]['ed'].numpy(), lats[0]['eg'].numpy()):10.4f}   (plain GANomaly score, for reference)")
     pix_choices = [False, True] if args.pixel_norm == "auto" else [args.pixel_norm == "on"]
     pix_cache = {}
     for v in variants:
         for pn in pix_choices:
-            if pn and v not in pix_cache:
-                pix_cache[v] = pixel_stats(comps_tr, MAP_VARIANTS[v], norms, S, sigma, device)
-            ps = pix_cache[v] if pn else None
+            if pn and (v, 0) not in pix_cache:
+                for j in range(K):
+                    pix_cache[(v, j)] = pixel_stats(comps[j]["tr"], MAP_VARIANTS[v], norms[j], S, sigma, device)
+            maps = {key: mean_map(v, pn, key) for key in sets if key != "tr"}
             for k in pools:
-                sv, _ = variant_scores(comps_val, MAP_VARIANTS[v], norms, S, k, sigma, device, pix_stats=ps)
-                ss, _ = variant_scores(comps_syn, MAP_VARIANTS[v], norms, S, k, sigma, device, pix_stats=ps)
-                a_syn = auroc(ss, sv)
-                a_ev = float("nan")
-                if comps_ed is not None:
-                    se, _ = variant_scores(comps_eg, MAP_VARIANTS[v], norms, S, k, sigma, device, pix_stats=ps)
-                    sd, _ = variant_scores(comps_ed, MAP_VARIANTS[v], norms, S, k, sigma, device, pix_stats=ps)
-                    a_ev = auroc(sd, se)
+                a_syn = auroc(set_scores(maps["syn"], k), set_scores(maps["val"], k))
+                a_ev = auroc(set_scores(maps["ed"], k), set_scores(maps["eg"], k)) if xeval is not None else float("nan")
                 table.append((v + ("+pix" if pn else ""), k, a_syn, a_ev))
                 log(f"  {v + ('+pix' if pn else ''):<15} {k:>4}  {a_syn:15.4f}  {a_ev:10.4f}")
+            del maps
     if len(table) == 1:
         chosen = table[0]
     else:
@@ -1426,10 +1477,14 @@ def main(argv=None):
     v_name, pool_k = chosen[0], chosen[1]
     use_pix = v_name.endswith("+pix")
     v_name = v_name.removesuffix("+pix")
-    log(f"chosen: map {v_name}, pool {pool_k}, Gaussian sigma {sigma:g}")
+    log(f"chosen: map {v_name}, pool {pool_k}, Gaussian sigma {sigma:g}" + (f", mean of {K} members" if K > 1 else ""))
 
-    scorer = Scorer(G, D, S, weights=MAP_VARIANTS[v_name], norms=norms, pool=pool_k, sigma=sigma,
-                    pix_stats=pix_cache[v_name] if use_pix else None, seg=Sg, standardize=std_on).eval()
+    def member_scorer(j: int, pool: int) -> Scorer:
+        G, D, Sg = members[j]
+        return Scorer(G, D, S, weights=MAP_VARIANTS[v_name], norms=norms[j], pool=pool, sigma=sigma,
+                      pix_stats=pix_cache[(v_name, j)] if use_pix else None, seg=Sg, standardize=std_on).eval()
+
+    scorer = member_scorer(0, pool_k) if K == 1 else Ensemble([member_scorer(j, 1) for j in range(K)], pool_k).eval()
 
     # ---- calibration on the held-back goods, through the real scorer
     def scores_of(u8: np.ndarray, bs=64):
@@ -1529,7 +1584,7 @@ def main(argv=None):
         "train_images": len(train_paths),
         "seconds": time.time() - t_start,
     }
-    variant_desc = (f"anomaly_map: {v_name}{' per-pixel z (good-image statistics)' if use_pix else ''} "
+    variant_desc = ((f"mean of {K} members' maps; " if K > 1 else "") + f"anomaly_map: {v_name}{' per-pixel z (good-image statistics)' if use_pix else ''} "
                     f"(Gaussian sigma {sigma:g} px); score: max of the {pool_k}x{pool_k} "
                     f"average-pooled map")
     write_manifest(out / "model.toml", name=name, sha=sha, C=C, S=S, channels=channels, calib=calib, args=args,
