@@ -894,6 +894,10 @@ def train(args, G, D, xtrain_u8, content, device, t_start, monitor=None, Sg=None
                     j = args.jitter
                     x = (x * (1 + j * (2 * torch.rand(x.shape[0], 1, 1, 1, device=device) - 1))
                          + j * (2 * torch.rand(x.shape[0], 1, 1, 1, device=device) - 1)).clamp(-1, 1)
+                if args.overexpose > 0:  # brighter exposures, clipped: saturated patches are normal
+                    hot = torch.rand(x.shape[0], 1, 1, 1, device=device) < args.overexpose
+                    gain = 1 + torch.rand(x.shape[0], 1, 1, 1, device=device)
+                    x = torch.where(hot, ((x + 1) * gain - 1).clamp(-1, 1), x)
                 cm = content[idx]
                 if args.flip:
                     cm = torch.where(fl[:, None, None, None], cm.flip(3), cm)
@@ -1225,6 +1229,9 @@ def parse_args(argv=None):
     t.add_argument("--members", type=int, default=1,
                    help="independently seeded members trained one after the other within --max-minutes; the "
                         "exported map is the mean of theirs (inference cost grows in proportion)")
+    t.add_argument("--overexpose", type=float, default=0.0,
+                   help="fraction of training inputs brightened by a gain of 1 to 2 and clipped (over-exposure: "
+                        "saturated patches are not defects)")
     t.add_argument("--standardize", choices=["on", "off"], default="off",
                    help="per-image exposure normalisation (mean and spread of the part's pixels) as the graph's "
                         "first step, in training too")
@@ -1423,6 +1430,7 @@ def main(argv=None):
         sets["eg"], sets["ed"] = xeval
     # ---- raw map components of every member on every set
     comps, lats, norms = [], [], []
+    t_c = time.time()
     for G, D, Sg in members:
         c, lt = {}, {}
         for key, u8 in sets.items():
@@ -1430,6 +1438,7 @@ def main(argv=None):
         comps.append(c)
         lats.append(lt)
         norms.append([max(float(x.mean()), 1e-8) for x in c["tr"]])
+    log(f"map components of {K} member(s) on {sum(len(u) for u in sets.values())} images in {time.time() - t_c:.1f}s")
 
     def mean_map(v, pix, key):
         """The candidate map of every image of a set, averaged over the members."""
@@ -1477,7 +1486,8 @@ def main(argv=None):
     v_name, pool_k = chosen[0], chosen[1]
     use_pix = v_name.endswith("+pix")
     v_name = v_name.removesuffix("+pix")
-    log(f"chosen: map {v_name}, pool {pool_k}, Gaussian sigma {sigma:g}" + (f", mean of {K} members" if K > 1 else ""))
+    log(f"chosen: map {chosen[0]}, pool {pool_k}, Gaussian sigma {sigma:g}" + (f", mean of {K} members" if K > 1 else "")
+        + f" (components and comparison {time.time() - t_c:.1f}s)")
 
     def member_scorer(j: int, pool: int) -> Scorer:
         G, D, Sg = members[j]
@@ -1553,7 +1563,7 @@ def main(argv=None):
         except OSError as e:
             log(f"note: per-image scores not saved ({e})")
         log("")
-        log(f"evaluation ({eval_desc}): {ev['good']} good, {ev['defect']} defect")
+        log(f"evaluation ({eval_desc}): {ev['good']} good, {ev['defect']} defect (elapsed {fmt_s(time.time() - t_start)})")
         for k in ("image_auroc", "pixel_auroc", "recall_at_threshold", "false_reject_rate_at_threshold"):
             if ev.get(k) is not None:
                 extra = f"  ({ev['masks']} defect images with masks)" if k == "pixel_auroc" else ""
