@@ -226,8 +226,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             if report.late_outcomes > 0 {
                 println!(
-                    "late outcomes {} (parts already rejected at their deadline)",
-                    report.late_outcomes
+                    "late outcomes {} (parts already rejected at their deadline), {} of them not inspected (deadline passed while queued)",
+                    report.late_outcomes, report.skipped_late
                 );
             }
             if report.record_errors > 0 || p.errors > 0 {

@@ -91,6 +91,9 @@ pub struct Report {
     pub pulses: PulseStats,
     /// Outcomes that arrived after their part had been rejected at its deadline.
     pub late_outcomes: u64,
+    /// Parts not run through the model because their deadline had passed before inspection
+    /// could start (behind a stall): already rejected, so the stage skips to fresh parts.
+    pub skipped_late: u64,
     /// Results lines that could not be written.
     pub record_errors: u64,
     /// Camera losses, recoveries and trigger counts (sources that watch a camera).
@@ -195,7 +198,7 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
         let judge_tx = judge_tx.clone();
         let faults = faults.clone();
         spawn("inspect", move || {
-            inspect_loop(detector, frame_rx, judge_tx, faults, (save, threshold))
+            inspect_loop(detector, frame_rx, judge_tx, faults, (save, threshold), deadline_ns)
         })?
     };
     crate::service::ready(&format!("model {model_name} warm, reject output {output} armed")); // systemd READY=1
@@ -203,7 +206,7 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
 
     // The source is done (or failed): the other stages drain in order.
     crate::service::stopping(); // systemd STOPPING=1
-    inspect.join().expect("inspect thread panicked");
+    let skipped_late = inspect.join().expect("inspect thread panicked");
     let late_outcomes = judge.join().expect("judge thread panicked");
     let pulses = actuator.join().expect("actuate thread panicked");
     let (stats, record_errors) = recorder.join().expect("record thread panicked");
@@ -214,6 +217,7 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
         summary,
         pulses,
         late_outcomes,
+        skipped_late,
         record_errors,
         camera,
     })
@@ -304,15 +308,18 @@ fn every(n: u64, id: u64) -> bool {
     n > 0 && (id + 1) % n == 0
 }
 
+/// Inspects frames in order; returns how many it skipped because their deadline had passed.
 fn inspect_loop(
     mut detector: Detector,
     frames: Receiver<Frame>,
     judge: Sender<ToJudge>,
     faults: FaultsConfig,
     (save, threshold): (SaveImages, Threshold),
-) {
+    deadline_ns: u64,
+) -> u64 {
     let spec = detector.manifest.input.clone();
     let want_map = save != SaveImages::None && detector.manifest.outputs.anomaly_map.is_some();
+    let mut skipped = 0u64;
     for frame in frames {
         crate::service::inspecting(true); // service: a frame stuck here withholds the watchdog
         let t0 = clock::now_ns();
@@ -320,7 +327,21 @@ fn inspect_loop(
             queue_ms: Some(clock::ns_to_ms(t0.saturating_sub(frame.capture_ns))),
             ..Default::default()
         };
+        // The judge has rejected this part already: running the model on it would only
+        // delay the parts behind it, so after a stall the stage catches up at once.
+        let expired = t0 >= frame.capture_ns + deadline_ns;
+        skipped += u64::from(expired);
         let result = (|| {
+            if expired {
+                return Err((
+                    Reason::DeadlineMissed,
+                    format!(
+                        "not inspected: {} ms after capture when inspection could start (deadline {} ms)",
+                        (t0 - frame.capture_ns) / 1_000_000,
+                        deadline_ns / 1_000_000
+                    ),
+                ));
+            }
             let pixels = frame.image.as_ref().map_err(|e| (e.reason, e.detail.clone()))?;
             // written straight into the bound input tensor: no copy, no allocation
             preprocess::to_tensor(pixels, &spec, detector.input_mut())
@@ -371,6 +392,7 @@ fn inspect_loop(
             break;
         }
     }
+    skipped
 }
 
 /// Decides every part in capture order; returns how many outcomes came too late.

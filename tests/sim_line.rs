@@ -143,6 +143,52 @@ fn failed_parts_are_rejected_with_their_reason() {
 }
 
 #[test]
+fn after_a_stall_expired_parts_are_skipped_and_the_line_catches_up() {
+    let sim = SimRun::new(|t| {
+        set(t, "camera.parts_per_second", 10.0.into());
+        set(t, "camera.defect_ratio", 0.0.into());
+        set(t, "decision.deadline_ms", 150.into());
+        // Room for every part that arrives during the stall: none is lost as overload.
+        set(t, "decision.queue_depth", 16.into());
+        // Part 19 stalls inference for a second: about ten parts queue up behind it.
+        set(t, "faults.slow_inference_every", 20.into());
+        set(t, "faults.slow_inference_ms", 1000.into());
+    });
+    let out = sim.run(&["--max-parts", "36"]);
+    let results = sim.results();
+    assert_eq!(results.len(), 36, "every part gets a verdict");
+    let capture = |id: usize| results[id]["capture_ns"].as_u64().unwrap();
+    let stall_end = capture(19) + 1000 * MS;
+    for r in &results {
+        let id = r["id"].as_u64().unwrap() as usize;
+        if (19..).contains(&id) && capture(id) + 150 * MS <= stall_end {
+            // Captured so early that its deadline passed during the stall: fail-safe reject.
+            assert_eq!(r["reason"], "deadline_missed", "part {id}: {r}");
+        } else if capture(id) > stall_end || id < 19 {
+            assert!(r["score"].is_number(), "part {id} inspected on time: {r}");
+        }
+    }
+    // The queued parts whose deadline had passed were not run through the model.
+    let summary = String::from_utf8_lossy(&out.stdout);
+    let line = summary
+        .lines()
+        .find(|l| l.starts_with("late outcomes"))
+        .unwrap_or_else(|| panic!("{summary}"));
+    let skipped: u64 = line
+        .split(", ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let expired = results.iter().filter(|r| r["reason"] == "deadline_missed").count() as u64;
+    assert!(
+        skipped >= expired.saturating_sub(2) && skipped >= 5,
+        "{skipped} skipped of {expired} expired parts: {line}"
+    );
+}
+
+#[test]
 fn sigterm_drains_the_line_and_leaves_the_output_low() {
     let sim = SimRun::new(|t| {
         set(t, "camera.parts_per_second", 20.0.into());
