@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One training per GPU, in parallel, on the lent multi-GPU machine (how rounds 4-9 of
+# docs/detection.md ran). Each run's folder (model, log, per-image eval scores) is packed
+# into $OUT/NAME.tgz as soon as it ends (about 10.5 MB each: at most 4 fit in one reply).
+#
+#   bash models/training/gpu-round.sh DATA "a:--seed 0" "b:--seed 1 --overexpose 0" ...
+#
+# DATA is the magnetic-tile folder (with splits/); every run gets its splits, the
+# evaluation sets and --name magnetic-tile, then its own options (these win).
+set -u
+data=$1; shift
+out=${OUT:-/tmp/o/out}
+mkdir -p /tmp/o "$out"
+common=(--data "$data" --train-list splits/train_good.txt --eval-good splits/test_good.txt
+        --eval-defect splits/test_defect.txt --name magnetic-tile)
+gpu=0
+for spec in "$@"; do
+  n=${spec%%:*}
+  read -r -a extra <<< "${spec#*:}"
+  (
+    CUDA_VISIBLE_DEVICES=$gpu PYTHONUNBUFFERED=1 python3 models/training/train.py "${common[@]}" "${extra[@]}" \
+      --out /tmp/o/$n --ckpt-dir /tmp/o/ck$n > /tmp/o/$n.log 2>&1
+    cp /tmp/o/ck$n/*eval-scores.json /tmp/o/$n.log /tmp/o/$n/ 2>/dev/null
+    tar czf "$out/$n.tgz" -C /tmp/o $n
+  ) &
+  gpu=$((gpu + 1))
+done
+wait
+for spec in "$@"; do
+  n=${spec%%:*}
+  echo "== $n"
+  grep -E "^chosen|image_auroc|pixel_auroc|kind |rror|Traceback|^wrote" /tmp/o/$n.log
+done
