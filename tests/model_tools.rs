@@ -64,6 +64,61 @@ fn eval_reports_separation_of_a_fresh_synthetic_set() {
 }
 
 #[test]
+fn eval_of_list_files_names_images_as_the_lists_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    linesight(&[
+        "synth",
+        "--out",
+        data.to_str().unwrap(),
+        "--count",
+        "24",
+        "--seed",
+        "5",
+        "--defect-ratio",
+        "0.5",
+    ]);
+    // A data set laid out like ../shared/datasets/*: lists in splits/, paths relative to the root.
+    std::fs::create_dir(data.join("splits")).unwrap();
+    for kind in ["good", "defect"] {
+        let mut names: Vec<String> = std::fs::read_dir(data.join(kind))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".png"))
+            .map(|n| format!("{kind}/{n}"))
+            .collect();
+        names.sort();
+        std::fs::write(data.join(format!("splits/{kind}.txt")), names.join("\n")).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_linesight"))
+        .current_dir(&data)
+        .args(["eval", "--model"])
+        .arg(repo().join("models/sim-flange"))
+        .args([
+            "--good",
+            "splits/good.txt",
+            "--defect",
+            "splits/defect.txt",
+            "--out",
+            "report",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("report/report.json")).unwrap()).unwrap();
+    let named: Vec<&str> = ["worst_misses", "worst_false_rejects"]
+        .iter()
+        .flat_map(|k| report[k].as_array().unwrap())
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(!named.is_empty(), "{report}");
+    for n in named {
+        assert!(n.starts_with("good/") || n.starts_with("defect/"), "{n} as in the list");
+    }
+}
+
+#[test]
 fn calibrate_sets_the_threshold_from_good_parts_only() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

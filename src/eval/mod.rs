@@ -44,12 +44,21 @@ pub fn load_set(arg: &Path, defect: bool, masks: Option<&Path>) -> anyhow::Resul
         (list_images(arg)?, arg.to_path_buf())
     } else if arg.extension().is_some_and(|e| e == "txt") {
         let text = std::fs::read_to_string(arg).with_context(|| format!("cannot read list {}", arg.display()))?;
-        let root = arg
-            .canonicalize()?
+        // The root as the user wrote it, so that reports name images the way the user
+        // does (a list named without its folder needs the absolute form).
+        let root = match arg
             .parent()
+            .filter(|p| !p.as_os_str().is_empty())
             .and_then(Path::parent)
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        {
+            Some(r) => r.to_path_buf(),
+            None => arg
+                .canonicalize()?
+                .parent()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        };
         let mut files = Vec::new();
         for (i, line) in text
             .lines()
