@@ -4,6 +4,7 @@
 mod common;
 
 use common::repo;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn linesight(args: &[&str]) -> String {
@@ -16,21 +17,28 @@ fn linesight(args: &[&str]) -> String {
     text
 }
 
-#[test]
-fn eval_reports_separation_of_a_fresh_synthetic_set() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+/// A fresh synthetic data set (`good/`, `defect/`, masks) in `dir/data`; what `synth` said.
+fn synth(dir: &Path, count: u32, seed: u32, defect_ratio: f64) -> (PathBuf, String) {
+    let data = dir.join("data");
+    let (count, seed, ratio) = (count.to_string(), seed.to_string(), defect_ratio.to_string());
     let said = linesight(&[
         "synth",
         "--out",
         data.to_str().unwrap(),
         "--count",
-        "80",
+        &count,
         "--seed",
-        "11",
+        &seed,
         "--defect-ratio",
-        "0.5",
+        &ratio,
     ]);
+    (data, said)
+}
+
+#[test]
+fn eval_reports_separation_of_a_fresh_synthetic_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, said) = synth(dir.path(), 80, 11, 0.5);
     assert!(said.contains("defective parts"), "{said}");
     let out = dir.path().join("report");
     let model = repo().join("models/sim-flange");
@@ -66,18 +74,7 @@ fn eval_reports_separation_of_a_fresh_synthetic_set() {
 #[test]
 fn eval_of_list_files_names_images_as_the_lists_do() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    linesight(&[
-        "synth",
-        "--out",
-        data.to_str().unwrap(),
-        "--count",
-        "24",
-        "--seed",
-        "5",
-        "--defect-ratio",
-        "0.5",
-    ]);
+    let (data, _) = synth(dir.path(), 24, 5, 0.5);
     // A data set laid out like ../shared/datasets/*: lists in splits/, paths relative to the root.
     std::fs::create_dir(data.join("splits")).unwrap();
     for kind in ["good", "defect"] {
@@ -121,18 +118,7 @@ fn eval_of_list_files_names_images_as_the_lists_do() {
 #[test]
 fn calibrate_sets_the_threshold_from_good_parts_only() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    linesight(&[
-        "synth",
-        "--out",
-        data.to_str().unwrap(),
-        "--count",
-        "40",
-        "--seed",
-        "12",
-        "--defect-ratio",
-        "0",
-    ]);
+    let (data, _) = synth(dir.path(), 40, 12, 0.0);
     let model = dir.path().join("model");
     std::fs::create_dir(&model).unwrap();
     for f in ["model.onnx", "model.toml"] {
