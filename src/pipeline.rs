@@ -133,7 +133,7 @@ enum ToJudge {
 
 /// Runs the line until the source ends, `max_parts` parts were seen, or `stop` is set
 /// (Ctrl-C, SIGTERM). Then drains: every part seen gets its verdict and its pulse,
-/// the output goes to its safe state, and the results are flushed.
+/// the output is left de-energised (driven low), and the results are flushed.
 pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow::Result<Report> {
     let Runtime {
         config,

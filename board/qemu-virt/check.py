@@ -5,6 +5,9 @@ The reject line must go high exactly once per reject window (a rejected part's
 capture + delay_ms, for pulse_ms; windows that overlap merge into one pulse, as
 linesight's scheduler does), each pulse as wide as its window, and the pulses
 spaced as the rejected parts' captures are. No other PL061 line may go high.
+With `active_low = true` in the config the reject line is driven high (pass) once
+linesight has it, each pulse is low, and after the run it must be left low
+(de-energised, as a stopped board would leave it).
 
 Guest times (CLOCK_MONOTONIC in the VM) and trace times (the host's wall clock,
 from `-msg timestamp=on`) run at the same rate under TCG but from different
@@ -60,10 +63,21 @@ def read_trace(path):
     return events, untimed
 
 
-def pulses_of(events):
-    """High intervals from a line's level changes; the line starts low (PL061 reset).
+def pulses_of(events, active_low=False):
+    """Asserted intervals from a line's level changes; the line starts low (PL061 reset).
+    Active low: what comes before linesight first drives the line high is ignored, levels
+    are inverted, and the line must end low, the exit level (not a pulse).
     Returns (pulses, problems)."""
     problems = []
+    if active_low:
+        first_high = next((i for i, (_, lv) in enumerate(events) if lv == 1), None)
+        if first_high is None:
+            return [], ["never driven high (active low: high is the pass level linesight holds)"]
+        events = [(t, 1 - lv) for t, lv in events[first_high:]]
+        if events[-1][1] != 1:
+            problems.append("left high after the run: an active-low output must end low (de-energised)")
+        else:
+            events = events[:-1]  # the exit level, not a pulse
     level, rise, out = 0, None, []
     for t, lv in events:
         if lv == level:
@@ -104,6 +118,7 @@ def main():
     delay_ns = int(cfg["reject"]["delay_ms"] * MS)
     pulse_ms = cfg["reject"].get("pulse_ms", 50)
     line = a.expect_line if a.expect_line is not None else cfg["reject"]["output"]["line"]
+    active_low = cfg["reject"]["output"].get("active_low", False)
     want_pulse_ms = a.expect_pulse_ms if a.expect_pulse_ms is not None else pulse_ms
     say = lambda s: print(f"qemu-virt: {s}")  # noqa: E731
     problems = []
@@ -151,7 +166,7 @@ def main():
         problems.append(f"trace: {len(devices)} PL061 devices changed outputs ({', '.join(devices)}); expected one")
     per_line = {}
     for (dev, ln), evs in sorted(events.items()):
-        ps, probs = pulses_of(evs)
+        ps, probs = pulses_of(evs, active_low and ln == line)
         per_line[ln] = ps
         problems += [f"PL061 line {ln}: {p}" for p in probs]
     got = per_line.get(line, [])

@@ -8,9 +8,11 @@
 # line went high exactly for the rejected parts, with the configured pulse width
 # and spacing (check.py).
 #
-#   board/qemu-virt/run-test.sh [--parts N] [--broken-line] [--expect-pulse-ms MS] [--recheck]
+#   board/qemu-virt/run-test.sh [--parts N] [--broken-line] [--active-low] [--expect-pulse-ms MS] [--recheck]
 #
 #   --parts N            parts to inspect (default 30: about 2 minutes under TCG)
+#   --active-low         the fail-safe wiring's config (reject.output.active_low): the
+#                        line is held high, pulses low, and must be left low after exit
 #   --broken-line        boot with the reject output on line 6 while the checker
 #                        expects line 5: the test must FAIL
 #   --expect-pulse-ms MS check against this pulse width instead of the config's:
@@ -34,15 +36,17 @@ cache=$here/.cache
 
 parts=30
 broken_line=0
+active_low=0
 expect=()
 recheck=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --parts) parts=$2; shift 2 ;;
         --broken-line) broken_line=1; shift ;;
+        --active-low) active_low=1; shift ;;
         --expect-pulse-ms) expect+=(--expect-pulse-ms "$2"); shift 2 ;;
         --recheck) recheck=1; shift ;;
-        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "qemu-virt: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -53,9 +57,12 @@ t0=$(date +%s.%N)
 
 case_name=last
 [ "$broken_line" = 1 ] && case_name=last-broken-line
+[ "$active_low" = 1 ] && case_name=last-active-low
 last=$cache/$case_name
-check() {
-    python3 "$here/check.py" --config "$here/linesight.toml" --results "$1/out/results.jsonl" \
+check() {  # against the run's own config where it has one (check.toml), else the board's
+    local cfg=$here/linesight.toml
+    [ -e "$1/check.toml" ] && cfg=$1/check.toml
+    python3 "$here/check.py" --config "$cfg" --results "$1/out/results.jsonl" \
         --trace "$1/trace.log" --parts "$(cat "$1/parts")" ${expect[@]+"${expect[@]}"}
 }
 if [ "$recheck" = 1 ]; then
@@ -96,6 +103,13 @@ if [ "$broken_line" = 1 ]; then
     sed 's/^line = 5$/line = 6/' "$here/linesight.toml" >"$ir/opt/linesight/$config"
     grep -q '^line = 6$' "$ir/opt/linesight/$config" || die "could not write the broken-line config"
     say "BROKEN ON PURPOSE: the board's config drives line 6; the checker expects line 5"
+fi
+if [ "$active_low" = 1 ]; then
+    config=board/qemu-virt/linesight-active-low.toml
+    sed 's/^line = 5$/line = 5\nactive_low = true/' "$here/linesight.toml" >"$run/check.toml"
+    grep -q '^active_low = true$' "$run/check.toml" || die "could not write the active-low config"
+    cp "$run/check.toml" "$ir/opt/linesight/$config"
+    say "active low: the reject line is held high and pulses low, and must end low"
 fi
 board_cpio "$ir" "$run/initramfs.cpio"
 rm -rf "$ir"

@@ -97,6 +97,12 @@ impl RejectLine for GpioLine {
             .map_err(|e| anyhow!("cannot drive {}: {e}", self.name))
     }
 
+    fn release(&mut self) -> anyhow::Result<()> {
+        self.pin
+            .set_state(PinState::Low)
+            .map_err(|e| anyhow!("cannot drive {} low: {e}", self.name))
+    }
+
     fn describe(&self) -> String {
         format!(
             "gpio {}{}",

@@ -14,6 +14,13 @@ use crate::config::{Config, OutputConfig};
 /// What that means electrically is each backend's business (see gpio.rs).
 pub trait RejectLine: Send {
     fn set(&mut self, asserted: bool) -> anyhow::Result<()>;
+    /// Leaves the line as a stopped or dead board would: electrically low, de-energised.
+    /// With fail-safe wiring (`active_low`) that reads as asserted (reject, fault), so a
+    /// clean stop looks to the ejector like a crash or a power cut, whatever the kernel
+    /// does with the line once it is released. Lines without electrical levels deassert.
+    fn release(&mut self) -> anyhow::Result<()> {
+        self.set(false)
+    }
     /// One line for logs.
     fn describe(&self) -> String;
 }

@@ -64,7 +64,7 @@ pub struct PulseStats {
 }
 
 /// Runs until `windows` is closed and every window received has been driven, then
-/// leaves the output deasserted (its safe state).
+/// leaves the output de-energised (`RejectLine::release`).
 pub fn run_scheduler(mut line: Box<dyn RejectLine>, windows: Receiver<Window>) -> PulseStats {
     const EARLY_WAKE: Duration = Duration::from_micros(2000);
     raise_priority();
@@ -117,9 +117,9 @@ pub fn run_scheduler(mut line: Box<dyn RejectLine>, windows: Receiver<Window>) -
             plan.pop();
         }
     }
-    if let Err(e) = line.set(false) {
+    if let Err(e) = line.release() {
         eprintln!(
-            "linesight: ERROR could not return reject output {} to its safe state: {e:#}",
+            "linesight: ERROR could not leave reject output {} de-energised: {e:#}",
             line.describe()
         );
     }

@@ -496,8 +496,12 @@ impl CameraWatch {
 impl Drop for CameraWatch {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        // A clean end is no camera fault: the output goes back to its safe state.
-        self.set_fault(false);
+        // The fault output ends as a stopped board leaves it: de-energised.
+        if let Some(line) = &mut self.fault {
+            if let Err(e) = line.release() {
+                eprintln!("linesight: ERROR fault output {}: {e:#}", line.describe());
+            }
+        }
     }
 }
 
