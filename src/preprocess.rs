@@ -50,7 +50,7 @@ pub fn to_tensor(pixels: &Pixels, spec: &InputSpec, out: &mut [f32]) -> Result<(
     );
     let [lo, hi] = spec.value_range;
     let scale = (hi - lo) / 255.0;
-    // Where the image lands: all of the input (stretch) or a centred box (letterbox),
+    // Where the image lands: all of the input (stretch) or a centred box (letterbox, fit),
     // the rest padded with pixel value 0, as train.py pads.
     let (x0, y0, nw, nh) = placement(spec.resize, (w, h), (tw, th));
     let norm = |v: u8, c: usize| (lo + v as f32 * scale - spec.mean[c]) / spec.std[c];
@@ -91,14 +91,20 @@ pub fn to_tensor(pixels: &Pixels, spec: &InputSpec, out: &mut [f32]) -> Result<(
 
 /// Where a `from`-sized image lands in the `to`-sized input: (x0, y0, width, height).
 /// Letterbox keeps the aspect: the longer side fills the input, rounded half up in
-/// integers exactly as train.py's `letterbox_rect`.
+/// integers exactly as train.py's `letterbox_rect`; fit does the same for an image larger
+/// than the input and leaves a smaller one at its own size.
 pub fn placement(resize: Resize, (w, h): (u32, u32), (tw, th): (u32, u32)) -> (u32, u32, u32, u32) {
     match resize {
         Resize::Stretch => (0, 0, tw, th),
-        Resize::Letterbox => {
+        Resize::Letterbox | Resize::Fit => {
             // train.py's models are square; for a non-square input the scale fits both sides.
             let (w, h, tw, th) = (w as u64, h as u64, tw as u64, th as u64);
             let (num, den) = if w * th >= h * tw { (tw, w) } else { (th, h) };
+            let (num, den) = if resize == Resize::Fit && num >= den {
+                (1, 1)
+            } else {
+                (num, den)
+            };
             let nw = ((2 * w * num + den) / (2 * den)).clamp(1, tw);
             let nh = ((2 * h * num + den) / (2 * den)).clamp(1, th);
             (((tw - nw) / 2) as u32, ((th - nh) / 2) as u32, nw as u32, nh as u32)
@@ -237,6 +243,10 @@ mod tests {
         assert_eq!(placement(Resize::Letterbox, (593, 261), (256, 256)), (0, 71, 256, 113));
         assert_eq!(placement(Resize::Letterbox, (248, 373), (256, 256)), (43, 0, 170, 256));
         assert_eq!(placement(Resize::Stretch, (593, 261), (256, 256)), (0, 0, 256, 256));
+        // train.py letterbox_rect(w, h, 512, upscale=False): larger images shrink, smaller keep their size
+        assert_eq!(placement(Resize::Fit, (593, 261), (512, 512)), (0, 143, 512, 225));
+        assert_eq!(placement(Resize::Fit, (248, 373), (512, 512)), (132, 69, 248, 373));
+        assert_eq!(placement(Resize::Fit, (512, 100), (512, 512)), (0, 206, 512, 100));
     }
 
     impl InputSpec {

@@ -18,7 +18,8 @@ for spec in "$@"; do
   n=${spec%%:*}
   read -r -a extra <<< "${spec#*:}"
   (
-    CUDA_VISIBLE_DEVICES=$gpu PYTHONUNBUFFERED=1 python3 models/training/train.py "${common[@]}" "${extra[@]}" \
+    # a share of the CPU cores each: four runs of 64 threads each crawl on small CPU tensors
+    CUDA_VISIBLE_DEVICES=$gpu OMP_NUM_THREADS=$(( $(nproc) / $# > 0 ? $(nproc) / $# : 1 )) PYTHONUNBUFFERED=1 python3 models/training/train.py "${common[@]}" "${extra[@]}" \
       --out /tmp/o/$n --ckpt-dir /tmp/o/ck$n > /tmp/o/$n.log 2>&1
     cp /tmp/o/ck$n/*eval-scores.json /tmp/o/$n.log /tmp/o/$n/ 2>/dev/null
     tar czf "$out/$n.tgz" -C /tmp/o $n

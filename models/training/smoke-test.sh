@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Training smoke test: a few CPU steps on a tiny synthetic set must export an ONNX
-# model that linesight loads, calibrates and scores. Not in CI: it needs torch
+# model that linesight loads, calibrates and scores (trained on 32 px crops of 64 px
+# inputs, as the default recipe trains on 256 px crops). Not in CI: it needs torch
 # (`pip install -r models/training/requirements.txt`, several GB on a CPU machine).
 #
 #   bash models/training/smoke-test.sh            # uses python3
@@ -14,7 +15,7 @@ cargo build --release --quiet
 ls=target/release/linesight
 $ls synth --out "$work/data" --count 120 --seed 21 --defect-ratio 0.3
 $PYTHON models/training/train.py --data "$work/data" --out "$work/model" --name smoke \
-  --size 32 --steps 30 --device cpu --max-minutes 2
+  --size 64 --crop 32 --steps 30 --device cpu --max-minutes 2
 $ls calibrate --model "$work/model" --good "$work/data/good" --quantile 0.95
 $ls eval --model "$work/model" --good "$work/data/good" --defect "$work/data/defect" --out "$work/report"
 test -s "$work/report/report.json"

@@ -128,13 +128,14 @@ def find_mask(p: Path) -> Path | None:
     return None
 
 
-RESIZE_POLICIES = ("stretch", "letterbox")
+RESIZE_POLICIES = ("stretch", "letterbox", "fit")
 
 
-def letterbox_rect(w: int, h: int, size: int) -> tuple[int, int, int, int]:
+def letterbox_rect(w: int, h: int, size: int, upscale: bool = True) -> tuple[int, int, int, int]:
     """Where a w x h image lands in the size x size letterbox: (x0, y0, nw, nh). The longer
-    side becomes `size`; integer round-half-up, as linesight's preprocess computes it."""
-    m = max(w, h)
+    side becomes `size` (with upscale=False, the "fit" policy, only if it is longer: smaller
+    images keep their pixel scale); integer round-half-up, as linesight's preprocess computes it."""
+    m = max(w, h) if upscale else max(w, h, size)
     nw = max(1, (2 * w * size + m) // (2 * m))
     nh = max(1, (2 * h * size + m) // (2 * m))
     return (size - nw) // 2, (size - nh) // 2, nw, nh
@@ -142,12 +143,12 @@ def letterbox_rect(w: int, h: int, size: int) -> tuple[int, int, int, int]:
 
 def fit(im: Image.Image, size: int, resize: str, resample, pad=0) -> Image.Image:
     """stretch: each axis to size (aspect lost); letterbox: aspect kept, centred on a
-    constant `pad` background."""
+    constant `pad` background; fit: as letterbox, but never enlarged."""
     if resize == "stretch":
         return im.resize((size, size), resample)
-    x0, y0, nw, nh = letterbox_rect(im.size[0], im.size[1], size)
+    x0, y0, nw, nh = letterbox_rect(im.size[0], im.size[1], size, resize != "fit")
     canvas = Image.new(im.mode, (size, size), pad)
-    canvas.paste(im.resize((nw, nh), resample), (x0, y0))
+    canvas.paste(im if im.size == (nw, nh) else im.resize((nw, nh), resample), (x0, y0))
     return canvas
 
 
@@ -199,7 +200,7 @@ def content_mask(path: Path, size: int, resize: str) -> np.ndarray:
     if resize == "stretch":
         m[:] = True
     else:
-        x0, y0, nw, nh = letterbox_rect(w, h, size)
+        x0, y0, nw, nh = letterbox_rect(w, h, size, resize != "fit")
         m[y0:y0 + nh, x0:x0 + nw] = True
     return m
 
@@ -630,6 +631,60 @@ def corrupt(x: torch.Tensor, prob: float, stroke_frac: float = 0.25, shade_frac:
     return xin, m
 
 
+def content_boxes(content: torch.Tensor) -> torch.Tensor:
+    """The bounding box (y0, y1, x0, x1; ends exclusive) of each image's part pixels,
+    content [N,1,S,S] -> [N,4] long."""
+    rows = content.flatten(2).view(content.shape[0], content.shape[2], content.shape[3]).any(2)
+    cols = content.flatten(2).view(content.shape[0], content.shape[2], content.shape[3]).any(1)
+
+    def span(a):
+        idx = torch.arange(a.shape[1], device=a.device)[None].expand_as(a)
+        lo = torch.where(a, idx, a.shape[1]).amin(1)
+        hi = torch.where(a, idx + 1, 0).amax(1)
+        return lo, hi
+
+    y0, y1 = span(rows)
+    x0, x1 = span(cols)
+    return torch.stack([y0, y1, x0, x1], 1)
+
+
+def crop_origins(boxes: torch.Tensor, S: int, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random top-left corners of c x c crops of S x S inputs, one per box: on the part
+    where it is larger than the crop, else covering all of it along that axis."""
+
+    def axis(a0, a1):
+        lo = torch.minimum(a0, a1 - c).clamp(0, S - c)
+        hi = torch.maximum(a0, a1 - c).clamp(0, S - c)
+        return lo + (torch.rand(len(a0), device=boxes.device) * (hi - lo + 1).float()).long().clamp_max(hi - lo)
+
+    return axis(boxes[:, 0], boxes[:, 1]), axis(boxes[:, 2], boxes[:, 3])
+
+
+def crop_index(t: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, c: int):
+    """Index tuple selecting the c x c crops at (ys, xs) of t [B,C,S,S] as [B,c,c,C]."""
+    ar = torch.arange(c, device=t.device)
+    b = torch.arange(t.shape[0], device=t.device)[:, None, None]
+    return b, slice(None), (ys[:, None] + ar)[:, :, None], (xs[:, None] + ar)[:, None, :]
+
+
+def crop(t: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, c: int) -> torch.Tensor:
+    return t[crop_index(t, ys, xs, c)].permute(0, 3, 1, 2)
+
+
+def corrupt_in_crops(x: torch.Tensor, content: torch.Tensor, c: int, *args) -> tuple[torch.Tensor, torch.Tensor]:
+    """corrupt() at the training scale on inputs larger than the training crops: each image
+    gets its synthetic defect inside one random c x c crop (so defects have the sizes the
+    networks were trained on), pasted back into the whole input."""
+    if c >= x.shape[-1]:
+        return corrupt(x, *args, content=content)
+    ys, xs = crop_origins(content_boxes(content), x.shape[-1], c)
+    xin_c, m_c = corrupt(crop(x, ys, xs, c), *args, content=crop(content, ys, xs, c))
+    xin, m = x.clone(), torch.zeros_like(x[:, :1])
+    xin[crop_index(x, ys, xs, c)] = xin_c.permute(0, 2, 3, 1)
+    m[crop_index(m, ys, xs, c)] = m_c.permute(0, 2, 3, 1)
+    return xin, m
+
+
 # --------------------------------------------------------------------------- scoring graph
 
 MAP_VARIANTS = {
@@ -764,6 +819,26 @@ def pool_max(amap: torch.Tensor, k: int) -> torch.Tensor:
 # --------------------------------------------------------------------------- training
 
 
+AUTO_MAX_SIZE = 512
+
+
+def auto_size(paths: list[Path]) -> int:
+    """--size 0: room for the largest training image at its own pixel scale (the fit policy
+    then never resizes it), rounded up to a multiple of 64, capped at AUTO_MAX_SIZE (beyond
+    it images are scaled down); at least 64."""
+    def longest(p):
+        with Image.open(p) as im:
+            return max(im.size)
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        m = max(ex.map(longest, paths))
+    return max(64, min(AUTO_MAX_SIZE, -(-m // 64) * 64))
+
+
+def net_size(args) -> int:
+    """The side of the images the networks train on: --crop, or the whole input."""
+    return args.crop if 0 < args.crop < args.size else args.size
+
+
 def pick_device(arg: str) -> torch.device:
     if arg == "cuda" or (arg == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
@@ -793,12 +868,13 @@ def make_monitor(S, xval_u8: torch.Tensor, cval: torch.Tensor, device, args, xev
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(args.seed + 777)
         xs = to_model_input(xval_u8.to(device))
-        xsyn, _ = corrupt(xs, 1.0, args.stroke_frac, args.shade_frac, cval.to(device))
+        xsyn, _ = corrupt_in_crops(xs, cval.to(device), net_size(args), 1.0, args.stroke_frac, args.shade_frac)
+    c = net_size(args)
 
     @torch.no_grad()
     def monitor(G, Sg=None):
         sc = Scorer(G, None, S, weights=(0.0, 0.0, 0.0, 1.0) if Sg is not None else (1.0, 0.0, 0.0, 0.0),
-                    pool=max(1, S // 16), sigma=max(1.0, S / 64.0), seg=Sg, standardize=args.standardize == "on").to(device)
+                    pool=max(1, c // 16), sigma=max(1.0, c / 64.0), seg=Sg, standardize=args.standardize == "on").to(device)
 
         def scores(x):
             return torch.cat([sc(x[i:i + 64])[0] for i in range(0, len(x), 64)]).float().cpu().numpy()
@@ -861,6 +937,8 @@ def train(args, G, D, xtrain_u8, content, device, t_start, monitor=None, Sg=None
                     else:
                         ba.copy_(bl)
     win = torch.outer(gaussian_kernel1d(1.5, 5), gaussian_kernel1d(1.5, 5))[None, None].to(device)
+    S, c = xtrain_u8.shape[-1], net_size(args)
+    boxes = content_boxes(content) if c < S else None  # where the training crops may go
     budget = minutes * 60.0
     t_train = time.time()
     planned = epochs  # may shrink once the epoch time is known, so the LR schedule completes
@@ -885,7 +963,11 @@ def train(args, G, D, xtrain_u8, content, device, t_start, monitor=None, Sg=None
                 for g_ in (o.param_groups if o is not None else []):
                     g_["lr"] = lr * f
             idx = perm[it * bs:(it + 1) * bs]
-            x = to_model_input(xtrain_u8[idx])
+            xb, cm = xtrain_u8[idx], content[idx]
+            if boxes is not None:
+                ys, xs = crop_origins(boxes[idx], S, c)
+                xb, cm = crop(xb, ys, xs, c), crop(cm, ys, xs, c)
+            x = to_model_input(xb)
             if args.flip:
                 fl = torch.rand(x.shape[0], device=device) < 0.5
                 x = torch.where(fl[:, None, None, None], x.flip(3), x)
@@ -898,7 +980,6 @@ def train(args, G, D, xtrain_u8, content, device, t_start, monitor=None, Sg=None
                     hot = torch.rand(x.shape[0], 1, 1, 1, device=device) < args.overexpose
                     gain = 1 + torch.rand(x.shape[0], 1, 1, 1, device=device)
                     x = torch.where(hot, ((x + 1) * gain - 1).clamp(-1, 1), x)
-                cm = content[idx]
                 if args.flip:
                     cm = torch.where(fl[:, None, None, None], cm.flip(3), cm)
                 xin, m = corrupt(x, args.anomaly_prob, args.stroke_frac, args.shade_frac, cm)
@@ -1129,7 +1210,7 @@ def write_manifest(path: Path, *, name, sha, C, S, channels, calib, args, prov, 
     L.append('name = "image"')
     L.append(f"shape = [1, {C}, {S}, {S}]     # N, C, H, W")
     L.append(f"channels = {q(channels)}")
-    L.append(f"resize = {q(args.resize)}       # stretch | letterbox (aspect kept, padded with 0)")
+    L.append(f"resize = {q(args.resize)}       # stretch | letterbox (aspect kept, padded with 0) | fit (letterbox, never enlarged)")
     L.append("value_range = [0.0, 1.0]    # pixel values scaled into this range before mean/std")
     L.append("mean = [" + ", ".join([tf(MEAN)] * C) + "]")
     L.append("std = [" + ", ".join([tf(STD)] * C) + "]")
@@ -1198,10 +1279,15 @@ def parse_args(argv=None):
                    "(kind = file-name prefix before the first '_' / '__')")
     d.add_argument("--out", type=Path, required=True, help="output folder (models/NAME)")
     d.add_argument("--name", help="model name in the manifest (default: the --out folder's name)")
-    d.add_argument("--size", type=int, default=256, help="square model input side S")
-    d.add_argument("--resize", choices=RESIZE_POLICIES, default="letterbox",
-                   help="how images of any size and aspect become S x S: stretch each axis, or letterbox "
-                        "(aspect kept, centred on black); linesight applies the same policy from the manifest")
+    d.add_argument("--size", type=int, default=0,
+                   help="square model input side S; 0 = auto: the longest training image side rounded up to a "
+                        f"multiple of 64, at most {AUTO_MAX_SIZE} (with --resize fit, images keep their pixel scale)")
+    d.add_argument("--crop", type=int, default=256,
+                   help="train the (fully convolutional) networks on random crops of this side from the S x S inputs "
+                        "when S is larger; 0 = whole inputs. The exported graph takes the whole S x S input")
+    d.add_argument("--resize", choices=RESIZE_POLICIES, default="fit",
+                   help="how images of any size and aspect become S x S: stretch each axis, letterbox "
+                        "(aspect kept, centred on black) or fit (letterbox, never enlarged); linesight applies the same policy from the manifest")
     d.add_argument("--channels", choices=["auto", "gray", "rgb"], default="auto",
                    help="auto = gray if every training image is grey")
     d.add_argument("--val-frac", type=float, default=0.1,
@@ -1212,13 +1298,17 @@ def parse_args(argv=None):
     d.add_argument("--flip", action="store_true", help="augment with horizontal flips (only if parts may appear mirrored)")
     t = ap.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=0, help="epochs; 0 = as many as make --steps optimiser steps")
-    t.add_argument("--steps", type=int, default=8000, help="optimiser steps when --epochs is 0")
+    t.add_argument("--steps", type=int, default=4300,
+                   help="optimiser steps when --epochs is 0 (per member). More is not better: the head then learns "
+                        "the synthetic defects too well (magnetic tile: 0.89 after 8,000 steps against 0.92-0.93 "
+                        "after 4,300; docs/detection.md)")
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (generator and discriminator)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto")
-    t.add_argument("--max-minutes", type=float, default=10.0,
-                   help="training time budget; training stops early when it is spent (then evaluates and exports)")
+    t.add_argument("--max-minutes", type=float, default=12.0,
+                   help="training time cap for all members together: a slower GPU trains fewer steps (the schedule is "
+                        "shortened to fit), then evaluates and exports (about 1 more minute)")
     t.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (faster; unstable in tests, off by default)")
     t.add_argument("--anomaly-prob", type=float, default=0.7, help="fraction of training inputs given synthetic defects")
     t.add_argument("--stroke-frac", type=float, default=0.25,
@@ -1282,8 +1372,10 @@ def main(argv=None):
     name = args.name or out.resolve().name
     log(f"linesight train.py  torch {torch.__version__}  {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}")
     log(f"command: {command}")
-    if args.size < 16 or n_levels(args.size) < 2:
-        raise SystemExit("error: --size must be at least 16 and a multiple of 8 (e.g. 64, 128, 256)")
+    if args.size and (args.size < 16 or n_levels(args.size) < 2):
+        raise SystemExit("error: --size must be 0 (auto) or at least 16 and a multiple of 8 (e.g. 64, 128, 256)")
+    if args.crop < 0 or (0 < args.crop < 16):
+        raise SystemExit("error: --crop must be 0 (whole inputs) or at least 16")
     if args.members < 1:
         raise SystemExit("error: --members must be at least 1")
     if not (0.0 < args.val_frac < 1.0):
@@ -1350,7 +1442,14 @@ def main(argv=None):
         with concurrent.futures.ThreadPoolExecutor(8) as ex:
             channels = "gray" if all(ex.map(is_gray_image, train_paths)) else "rgb"
     C = 1 if channels == "gray" else 3
+    if args.size == 0:
+        args.size = auto_size(train_paths)
+        log(f"input size: {args.size} x {args.size} (--size 0: the longest training image side, rounded up to a "
+            f"multiple of 64, at most {AUTO_MAX_SIZE})")
     S = args.size
+    Sn = net_size(args)
+    if Sn < S and S % 2 ** n_levels(Sn):
+        raise SystemExit(f"error: --size {S} must be a multiple of {2 ** n_levels(Sn)} to train on --crop {Sn} crops")
     t0 = time.time()
     R = args.resize
     xtrain = load_images(train_paths, channels, S, R)
@@ -1377,14 +1476,14 @@ def main(argv=None):
             log("")
             log(f"member {j + 1} of {K}: seed {args.seed + j}, {args.max_minutes / K:.3g} min")
             seed_all(args.seed + j)
-        G = Generator(C, S, args.width, args.max_width, args.nz, args.norm, args.skip_div).to(device)
-        D = Discriminator(C, S).to(device)
-        Sg = SegHead(C, S, args.seg_width).to(device) if args.seg_width > 0 else None
+        G = Generator(C, Sn, args.width, args.max_width, args.nz, args.norm, args.skip_div).to(device)
+        D = Discriminator(C, Sn).to(device)
+        Sg = SegHead(C, Sn, args.seg_width).to(device) if args.seg_width > 0 else None
         if j == 0:
             n_exp = sum(p.numel() for n_, p in G.named_parameters() if not n_.startswith("e2."))
             log(f"generator: {sum(p.numel() for p in G.parameters()) / 1e6:.2f} M parameters "
                 f"({n_exp / 1e6:.2f} M in the exported reconstruction path), skips at levels "
-                f"{[S // 2 ** (i + 1) for i, s in enumerate(G.skip) if s]} px; discriminator: "
+                f"{[Sn // 2 ** (i + 1) for i, s in enumerate(G.skip) if s]} px of {Sn}; discriminator: "
                 f"{sum(p.numel() for p in D.parameters()) / 1e6:.2f} M parameters; segmentation head: "
                 f"{'none' if Sg is None else f'{sum(p.numel() for p in Sg.parameters()) / 1e6:.2f} M parameters'}")
         ep_j, _ = train(args, G, D, xtrain_dev, ctrain_dev, device, t_start, monitor, Sg, minutes=args.max_minutes / K)
@@ -1403,8 +1502,9 @@ def main(argv=None):
     except OSError as e:
         log(f"note: checkpoint not saved ({e})")
 
-    sigma = max(1.0, S / 64.0)
-    pools = [args.pool] if args.pool > 0 else [max(1, S // 32), max(1, S // 16), max(1, S // 8)]
+    # smoothing and pooling in pixels of the scale the networks were trained at
+    sigma = max(1.0, Sn / 64.0)
+    pools = [args.pool] if args.pool > 0 else sorted({max(1, Sn // d) for d in (64, 32, 16, 8)})
     # With a segmentation head only its own map competes (with or without per-pixel z and
     # pooling): restoration-only maps never came close, and where the synthetic defects
     # picked seg+res it cost 0.03 and 0.06 real AUROC (docs/detection.md).
@@ -1423,7 +1523,7 @@ def main(argv=None):
         torch.manual_seed(args.seed + 12345)
         xs = to_model_input(xval_t.to(device))
         for _ in range(max(1, math.ceil(64 / len(xs)))):
-            xin, _ = corrupt(xs, 1.0, args.stroke_frac, args.shade_frac, cval.to(device))
+            xin, _ = corrupt_in_crops(xs, cval.to(device), Sn, 1.0, args.stroke_frac, args.shade_frac)
             synth.append(((xin.clamp(-1, 1) * STD + MEAN) * 255).round().clamp(0, 255).to(torch.uint8).cpu())
     sets = {"tr": xtrain_dev[:min(len(xtrain_dev), 512)].cpu(), "val": xval_t, "syn": torch.cat(synth)}
     if xeval is not None:
@@ -1453,7 +1553,7 @@ def main(argv=None):
         return torch.cat([pool_max(maps[i:i + 256].to(device), k).cpu() for i in range(0, len(maps), 256)]
                          ).numpy().astype(np.float64)
 
-    default_variant, default_pool = "res+ssim", max(1, S // 16)
+    default_variant, default_pool = "res+ssim", max(1, Sn // 16)
     table = []
     log("")
     log("scoring variants (selection: held-back goods vs the same with synthetic defects; "
@@ -1507,13 +1607,15 @@ def main(argv=None):
                 maps.append(m_.float().cpu())
         return torch.cat(res).numpy().astype(np.float64), torch.cat(maps)
 
+    t_cal = time.time()
     s_val, _ = scores_of(xval)
     calib = quantile_stats(s_val)
     qv = float(np.quantile(s_val, args.quantile))
     calib["threshold"] = qv + args.margin * (qv - calib["p50"])
     log("")
     log(f"calibration on {calib['n']} held-back goods: mean {calib['mean']:.5f} std {calib['std']:.5f} "
-        f"p50 {calib['p50']:.5f} p99 {calib['p99']:.5f} max {calib['max']:.5f} -> threshold {calib['threshold']:.5f}")
+        f"p50 {calib['p50']:.5f} p99 {calib['p99']:.5f} max {calib['max']:.5f} -> threshold {calib['threshold']:.5f} "
+        f"({time.time() - t_cal:.1f}s)")
 
     # ---- evaluation
     evaluation = None
@@ -1522,6 +1624,7 @@ def main(argv=None):
         ev = {"data": eval_desc, "good": 0 if xeg is None else len(xeg), "defect": 0 if xed is None else len(xed)}
         s_eg, m_eg = scores_of(xeg) if xeg is not None else (np.zeros(0), None)
         s_ed, m_ed = scores_of(xed) if xed is not None else (np.zeros(0), None)
+        log(f"  evaluation scores and maps in {time.time() - t_cal:.1f}s since calibration began")
         ev["image_auroc"] = auroc(s_ed, s_eg) if len(s_ed) and len(s_eg) else None
         ev["recall_at_threshold"] = float(np.mean(s_ed > thr)) if len(s_ed) else None
         ev["false_reject_rate_at_threshold"] = float(np.mean(s_eg > thr)) if len(s_eg) else None
@@ -1536,16 +1639,18 @@ def main(argv=None):
             masks = [find_mask(p) for p in eval_defect]
             have = [i for i, mp in enumerate(masks) if mp is not None]
             if have and m_eg is not None:
+                t_px = time.time()
                 pos_px, neg_px = [], []
                 # only pixels that show the part (letterbox padding is neither defect nor good)
+                # (numpy: torch's threaded indexing of small arrays crawled with four runs on one host)
                 for i in have:
-                    mk = torch.from_numpy(load_mask(masks[i], S, R))
-                    inside = torch.from_numpy(content_mask(eval_defect[i], S, R))
-                    mv = m_ed[i, 0]
-                    pos_px.append(mv[mk & inside].numpy())
-                    neg_px.append(mv[~mk & inside].numpy())
+                    mk = load_mask(masks[i], S, R)
+                    inside = content_mask(eval_defect[i], S, R)
+                    mv = m_ed[i, 0].numpy()
+                    pos_px.append(mv[mk & inside])
+                    neg_px.append(mv[~mk & inside])
                 for i, pth in enumerate(eval_good):
-                    neg_px.append(m_eg[i, 0][torch.from_numpy(content_mask(pth, S, R))].numpy())
+                    neg_px.append(m_eg[i, 0].numpy()[content_mask(pth, S, R)])
                 pos_px, neg_px = np.concatenate(pos_px), np.concatenate(neg_px)
                 r = np.random.RandomState(args.seed)
                 cap = 2_000_000
@@ -1555,6 +1660,7 @@ def main(argv=None):
                     neg_px = neg_px[r.choice(len(neg_px), cap, replace=False)]
                 ev["pixel_auroc"] = auroc(pos_px, neg_px)
                 ev["masks"] = len(have)
+                log(f"  pixel AUROC over {len(have)} masks in {time.time() - t_px:.1f}s")
         evaluation = ev
         try:  # per-image scores beside the checkpoint, for comparing or combining runs
             (args.ckpt_dir / f"linesight-{name}-eval-scores.json").write_text(json.dumps({

@@ -55,6 +55,9 @@ pub enum Resize {
     /// Keep the aspect ratio: the longer side fills the input, centred, the rest padded
     /// with pixel value 0.
     Letterbox,
+    /// As letterbox, but an image smaller than the input keeps its own size: every part
+    /// is seen at the pixel scale the model was trained at (textures, crack widths).
+    Fit,
 }
 
 #[derive(Debug, Clone, Deserialize)]
