@@ -238,6 +238,27 @@ mod tests {
     }
 
     #[test]
+    fn fit_keeps_a_small_image_at_its_own_size() {
+        // A 2x1 frame in a 4x4 input: letterbox would enlarge it to 4x2, fit leaves it 2x1
+        // in the centre (pixels at their training scale), the rest padding.
+        let px = Pixels {
+            width: 2,
+            height: 1,
+            format: PixelFormat::Gray8,
+            data: vec![255, 0],
+        };
+        let mut sp = spec(Channels::Gray, 4);
+        sp.resize = Resize::Fit;
+        let mut out = vec![9.0; 16];
+        to_tensor(&px, &sp, &mut out).unwrap();
+        let rows: Vec<&[f32]> = out.chunks(4).collect();
+        assert_eq!(rows[0], [-1.0; 4]);
+        assert_eq!(rows[1], [-1.0, 1.0, -1.0, -1.0]);
+        assert_eq!(rows[2], [-1.0; 4]);
+        assert_eq!(rows[3], [-1.0; 4]);
+    }
+
+    #[test]
     fn letterbox_placement_matches_train_py() {
         // train.py letterbox_rect(593, 261, 256) == (0, 71, 256, 113); (248, 373, 256) == (42, 0, 170, 256)
         assert_eq!(placement(Resize::Letterbox, (593, 261), (256, 256)), (0, 71, 256, 113));
