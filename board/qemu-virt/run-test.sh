@@ -9,6 +9,7 @@
 # and spacing (check.py).
 #
 #   board/qemu-virt/run-test.sh [--parts N] [--broken-line] [--active-low] [--expect-pulse-ms MS] [--recheck]
+#                               [--drop-exit-edge]
 #
 #   --parts N            parts to inspect (default 30: about 2 minutes under TCG)
 #   --active-low         the fail-safe wiring's config (reject.output.active_low): the
@@ -19,6 +20,9 @@
 #                        with a wrong one the test must FAIL
 #   --recheck            no boot: check the last run's trace and results again
 #                        (with --expect-pulse-ms, shows the width check can fail)
+#   --drop-exit-edge     with --recheck: check the trace without its last GPIO edge
+#                        (with --active-low, the line then stays at the pass level
+#                        after exit: shows the exit check can fail)
 #
 # Needs the aarch64 build first:
 #   cargo zigbuild --release --target aarch64-unknown-linux-gnu.2.31
@@ -39,6 +43,7 @@ broken_line=0
 active_low=0
 expect=()
 recheck=0
+drop_exit=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --parts) parts=$2; shift 2 ;;
@@ -46,7 +51,8 @@ while [ $# -gt 0 ]; do
         --active-low) active_low=1; shift ;;
         --expect-pulse-ms) expect+=(--expect-pulse-ms "$2"); shift 2 ;;
         --recheck) recheck=1; shift ;;
-        -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --drop-exit-edge) drop_exit=1; shift ;;
+        -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "qemu-virt: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -55,6 +61,7 @@ done
 . "$here/lib.sh"
 t0=$(date +%s.%N)
 
+[ "$drop_exit" = 1 ] && [ "$recheck" = 0 ] && die "--drop-exit-edge checks an earlier run: give --recheck too"
 case_name=last
 [ "$broken_line" = 1 ] && case_name=last-broken-line
 [ "$active_low" = 1 ] && case_name=last-active-low
@@ -68,6 +75,16 @@ check() {  # against the run's own config where it has one (check.toml), else th
 if [ "$recheck" = 1 ]; then
     [ -e "$last/trace.log" ] || die "no earlier run in ${last#"$repo"/} to check again"
     say "checking the run in ${last#"$repo"/} again (no boot)"
+    if [ "$drop_exit" = 1 ]; then
+        tampered=$(mktemp -d)
+        trap 'rm -rf "$tampered"' EXIT
+        cp -r "$last"/. "$tampered"/
+        n=$(grep -n 'pl061_set_output' "$last/trace.log" | tail -1 | cut -d: -f1)
+        sed -i "${n}d" "$tampered/trace.log"
+        say "without the trace's last edge (line $n): $(sed -n "${n}p" "$last/trace.log")"
+        check "$tampered"
+        exit
+    fi
     check "$last"
     exit
 fi
