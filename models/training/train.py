@@ -634,8 +634,7 @@ def corrupt(x: torch.Tensor, prob: float, stroke_frac: float = 0.25, shade_frac:
 def content_boxes(content: torch.Tensor) -> torch.Tensor:
     """The bounding box (y0, y1, x0, x1; ends exclusive) of each image's part pixels,
     content [N,1,S,S] -> [N,4] long."""
-    rows = content.flatten(2).view(content.shape[0], content.shape[2], content.shape[3]).any(2)
-    cols = content.flatten(2).view(content.shape[0], content.shape[2], content.shape[3]).any(1)
+    rows, cols = content[:, 0].any(2), content[:, 0].any(1)
 
     def span(a):
         idx = torch.arange(a.shape[1], device=a.device)[None].expand_as(a)
