@@ -947,6 +947,7 @@ def train(args, G, D, xtrain_u8, content, device, t_start, monitor=None, Sg=None
     step = 0
     ep = 0
     ep_times = []
+    mon_secs = 0.0  # time spent in progress checks
     G.train()
     D.train()
     while ep < planned:
@@ -1029,8 +1030,11 @@ def train(args, G, D, xtrain_u8, content, device, t_start, monitor=None, Sg=None
         now = time.time()
         per_ep = (now - t_train) / ep
         ep_times.append(now - te)
-        # the first epoch carries start-up costs (cuDNN autotuning): plan from the later ones
+        # the first epoch carries start-up costs (cuDNN autotuning): plan from the later ones;
+        # the progress checks' time so far is spread over the epochs (else each check, taken
+        # outside the epochs' time, shortened the schedule again: round 14 of docs/detection.md)
         recent = float(np.median(ep_times[1:][-5:])) if len(ep_times) > 1 else ep_times[0]
+        recent += mon_secs / ep
         fit = ep + int((budget - (now - t_train)) / max(recent, 1e-6))
         if fit < planned and ep >= min(2, planned):
             log(f"  time budget: about {recent:.2f} s/epoch, so {max(ep, fit)} of {planned} epochs fit in "
@@ -1039,7 +1043,9 @@ def train(args, G, D, xtrain_u8, content, device, t_start, monitor=None, Sg=None
         eta = recent * (planned - ep)
         mon = ""
         if monitor is not None and (ep % max(1, planned // 10) == 0 or ep == planned):
+            t_mon = time.time()
             mon = "  | " + monitor(*averaged)
+            mon_secs += time.time() - t_mon
         log(f"epoch {ep:4d}/{planned}  G {sums['G']:.4f} (rec {sums['rec']:.4f} ssim {sums['ssim']:.4f} "
             f"lat {sums['lat']:.4f} fm {sums['fm']:.4f} gan {sums['gan']:+.3f})  D {sums['D']:.3f}  seg {sums['seg']:.4f}  "
             f"lr {lr:.2e}  {now - te:.1f}s/ep  elapsed {fmt_s(now - t_start)}  ETA {fmt_s(eta)}{mon}")
