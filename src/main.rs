@@ -77,7 +77,8 @@ enum Command {
         /// Defect masks (<image stem>.png); default: a masks/ folder beside the defect folder.
         #[arg(long)]
         masks: Option<PathBuf>,
-        /// Folder for report.md, report.json, roc.svg, scores.svg and worst.png.
+        /// Folder for report.md, report.json, scores.csv (every image's score), roc.svg,
+        /// scores.svg and worst.png.
         #[arg(long)]
         out: PathBuf,
         /// Threshold to report at (default: the manifest's).

@@ -69,6 +69,30 @@ fn eval_reports_separation_of_a_fresh_synthetic_set() {
     for f in ["report.md", "roc.svg", "scores.svg", "worst.png"] {
         assert!(out.join(f).metadata().unwrap().len() > 100, "{f} written");
     }
+    // scores.csv: one row per image, agreeing with the report at its threshold.
+    let mut rows = csv::Reader::from_path(out.join("scores.csv")).unwrap();
+    let (mut n, mut defects, mut rejected_defects, mut rejected_goods) = (0, 0, 0, 0);
+    for row in rows.deserialize::<(String, String, String, f32, bool)>() {
+        let (path, class, kind, score, rejected) = row.unwrap();
+        assert!(Path::new(&path).exists(), "{path}");
+        assert_eq!(rejected, score > report["threshold"].as_f64().unwrap() as f32, "{path}");
+        n += 1;
+        if class == "defect" {
+            assert!(!kind.is_empty(), "a defect's kind: {path}");
+            defects += 1;
+            rejected_defects += rejected as u32;
+        } else {
+            assert_eq!(class, "good");
+            rejected_goods += rejected as u32;
+        }
+    }
+    assert_eq!(n, 80);
+    assert_eq!(defects, report["defect"].as_u64().unwrap());
+    let at = &report["at_threshold"];
+    let recall = rejected_defects as f64 / defects as f64;
+    assert!((recall - at["recall"].as_f64().unwrap()).abs() < 1e-9, "{at}");
+    let frr = rejected_goods as f64 / (n - defects) as f64;
+    assert!((frr - at["false_reject_rate"].as_f64().unwrap()).abs() < 1e-9, "{at}");
 }
 
 #[test]

@@ -115,11 +115,38 @@ pub fn write_report(
             .collect(),
     };
     std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+    write_scores(scored, threshold, &out.join("scores.csv"))?;
     std::fs::write(out.join("report.md"), markdown(&report))?;
     roc_plot(&pairs, &out.join("roc.svg"))?;
     histogram_plot(&pairs, threshold, &out.join("scores.svg"))?;
     worst_grid(&misses, &false_rejects, threshold, resize, &out.join("worst.png"))?;
     Ok(report)
+}
+
+/// One row per image, in the order scored: what a user sorts, filters, or joins with
+/// another model's scores (to set a threshold for a false-reject budget, or to see which
+/// parts two models disagree on).
+fn write_scores(scored: &[Scored], threshold: f32, path: &Path) -> anyhow::Result<()> {
+    #[derive(Serialize)]
+    struct Row<'a> {
+        path: String,
+        class: &'static str,
+        kind: &'a str,
+        score: f32,
+        rejected: bool,
+    }
+    let mut w = csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
+    for s in scored {
+        w.serialize(Row {
+            path: s.sample.path.display().to_string(),
+            class: if s.sample.defect { "defect" } else { "good" },
+            kind: s.sample.kind.as_deref().unwrap_or(""),
+            score: s.score,
+            rejected: s.score > threshold,
+        })?;
+    }
+    w.flush()?;
+    Ok(())
 }
 
 /// Pixel AUROC over images with masks and all good images (whose pixels are all normal),
@@ -202,6 +229,10 @@ fn markdown(r: &Report) -> String {
         );
     }
     let _ = writeln!(s, "\n## Plots\n\n![ROC](roc.svg)\n\n![scores](scores.svg)\n");
+    let _ = writeln!(
+        s,
+        "Every image's score: `scores.csv` (path, class, kind, score, rejected at the threshold).\n"
+    );
     let _ = writeln!(
         s,
         "## Worst cases\n\n`worst.png`: top row the {} defective images scored lowest (misses first), \
