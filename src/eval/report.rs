@@ -4,6 +4,7 @@
 use super::metrics::{self, Point};
 use super::Scored;
 use crate::model::Resize;
+use crate::verdict::{Threshold, Verdict};
 use anyhow::Context;
 use image::{imageops, Rgb, RgbImage};
 use plotters::prelude::*;
@@ -135,6 +136,8 @@ fn write_scores(scored: &[Scored], threshold: f32, path: &Path) -> anyhow::Resul
         score: f32,
         rejected: bool,
     }
+    // The line's own rule: a score at the threshold passes, one that is not a number rejects.
+    let judge = Threshold(threshold);
     let mut w = csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
     for s in scored {
         w.serialize(Row {
@@ -142,7 +145,7 @@ fn write_scores(scored: &[Scored], threshold: f32, path: &Path) -> anyhow::Resul
             class: if s.sample.defect { "defect" } else { "good" },
             kind: s.sample.kind.as_deref().unwrap_or(""),
             score: s.score,
-            rejected: s.score > threshold,
+            rejected: judge.judge(s.score).verdict() == Verdict::Reject,
         })?;
     }
     w.flush()?;
