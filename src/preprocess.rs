@@ -148,14 +148,18 @@ mod tests {
         }
     }
 
+    fn gray(width: u32, height: u32, data: Vec<u8>) -> Pixels {
+        Pixels {
+            width,
+            height,
+            format: PixelFormat::Gray8,
+            data,
+        }
+    }
+
     #[test]
     fn gray_frame_is_normalised_to_minus_one_one() {
-        let px = Pixels {
-            width: 2,
-            height: 1,
-            format: PixelFormat::Gray8,
-            data: vec![0, 255],
-        };
+        let px = gray(2, 1, vec![0, 255]);
         let mut out = vec![0.0; 2];
         to_tensor(&px, &spec(Channels::Gray, 1).clone_with_size(2, 1), &mut out).unwrap();
         assert_eq!(out, vec![-1.0, 1.0]);
@@ -190,12 +194,7 @@ mod tests {
 
     #[test]
     fn any_size_is_stretched_to_the_model_input() {
-        let px = Pixels {
-            width: 640,
-            height: 120,
-            format: PixelFormat::Gray8,
-            data: vec![128; 640 * 120],
-        };
+        let px = gray(640, 120, vec![128; 640 * 120]);
         let mut out = vec![0.0; 64 * 64];
         to_tensor(&px, &spec(Channels::Gray, 64), &mut out).unwrap();
         assert_eq!(out.len(), 64 * 64);
@@ -204,12 +203,7 @@ mod tests {
 
     #[test]
     fn short_buffer_is_a_broken_frame() {
-        let px = Pixels {
-            width: 10,
-            height: 10,
-            format: PixelFormat::Gray8,
-            data: vec![0; 50],
-        };
+        let px = gray(10, 10, vec![0; 50]);
         let err = to_tensor(&px, &spec(Channels::Gray, 8), &mut [0.0; 64]).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -219,12 +213,7 @@ mod tests {
 
     #[test]
     fn letterbox_keeps_the_aspect_and_pads_with_black() {
-        let px = Pixels {
-            width: 4,
-            height: 2,
-            format: PixelFormat::Gray8,
-            data: vec![255; 8],
-        };
+        let px = gray(4, 2, vec![255; 8]);
         let mut sp = spec(Channels::Gray, 4);
         sp.resize = Resize::Letterbox;
         let mut out = vec![9.0; 16];
@@ -241,12 +230,7 @@ mod tests {
     fn fit_keeps_a_small_image_at_its_own_size() {
         // A 2x1 frame in a 4x4 input: letterbox would enlarge it to 4x2, fit leaves it 2x1
         // in the centre (pixels at their training scale), the rest padding.
-        let px = Pixels {
-            width: 2,
-            height: 1,
-            format: PixelFormat::Gray8,
-            data: vec![255, 0],
-        };
+        let px = gray(2, 1, vec![255, 0]);
         let mut sp = spec(Channels::Gray, 4);
         sp.resize = Resize::Fit;
         let mut out = vec![9.0; 16];
