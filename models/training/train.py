@@ -1030,13 +1030,15 @@ def train(args, G, D, xtrain_u8, content, device, t_start, monitor=None, Sg=None
         now = time.time()
         per_ep = (now - t_train) / ep
         ep_times.append(now - te)
-        # the first epoch carries start-up costs (cuDNN autotuning): plan from the later ones;
-        # the progress checks' time so far is spread over the epochs (else each check, taken
-        # outside the epochs' time, shortened the schedule again: round 14 of docs/detection.md)
+        # the first epoch carries start-up costs (cuDNN autotuning): plan from the median of the
+        # next five (one slow epoch 2, while another job on the GPU was starting, once cut a
+        # schedule to 88 of 205 epochs: round 15 of docs/detection.md); the progress checks'
+        # time so far is spread over the epochs (else each check, taken outside the epochs'
+        # time, shortened the schedule again: round 14)
         recent = float(np.median(ep_times[1:][-5:])) if len(ep_times) > 1 else ep_times[0]
         recent += mon_secs / ep
         fit = ep + int((budget - (now - t_train)) / max(recent, 1e-6))
-        if fit < planned and ep >= min(2, planned):
+        if fit < planned and ep >= min(6, planned):
             log(f"  time budget: about {recent:.2f} s/epoch, so {max(ep, fit)} of {planned} epochs fit in "
                 f"{minutes:g} min; the schedule is shortened to that")
             planned = max(ep, fit)
