@@ -947,7 +947,7 @@ def train(args, G, D, xtrain_u8, content, device, t_start, monitor=None, Sg=None
     step = 0
     ep = 0
     ep_times = []
-    mon_secs = 0.0  # time spent in progress checks
+    check_secs = []  # how long each progress check took
     G.train()
     D.train()
     while ep < planned:
@@ -1028,26 +1028,28 @@ def train(args, G, D, xtrain_u8, content, device, t_start, monitor=None, Sg=None
             raise SystemExit(f"error: a loss is not finite at epoch {ep + 1}: {sums}; lower --lr")
         ep += 1
         now = time.time()
-        per_ep = (now - t_train) / ep
         ep_times.append(now - te)
-        # the first epoch carries start-up costs (cuDNN autotuning): plan from the median of the
+        # The first epoch carries start-up costs (cuDNN autotuning): plan from the median of the
         # next five (one slow epoch 2, while another job on the GPU was starting, once cut a
-        # schedule to 88 of 205 epochs: round 15 of docs/detection.md); the progress checks'
-        # time so far is spread over the epochs (else each check, taken outside the epochs'
-        # time, shortened the schedule again: round 14)
+        # schedule to 88 of 205 epochs: round 15 of docs/detection.md). The progress checks
+        # still to come are budgeted at the median of the checks after the first, which
+        # carries the autotuning for full-size inputs (53 s against 3 s for the later ones at
+        # 640 px: spread over the epochs, it cut round 16's schedules to 176 of 205 epochs).
         recent = float(np.median(ep_times[1:][-5:])) if len(ep_times) > 1 else ep_times[0]
-        recent += mon_secs / ep
-        fit = ep + int((budget - (now - t_train)) / max(recent, 1e-6))
+        per_check = float(np.median(check_secs[1:])) if len(check_secs) > 1 else 0.0
+        # about 11 checks per run whatever the plan (every tenth of it, and the last epoch)
+        checks_left = max(1, 11 - len(check_secs)) if monitor is not None else 0
+        fit = ep + int((budget - (now - t_train) - per_check * checks_left) / max(recent, 1e-6))
         if fit < planned and ep >= min(6, planned):
             log(f"  time budget: about {recent:.2f} s/epoch, so {max(ep, fit)} of {planned} epochs fit in "
                 f"{minutes:g} min; the schedule is shortened to that")
             planned = max(ep, fit)
-        eta = recent * (planned - ep)
+        eta = recent * (planned - ep) + per_check * checks_left
         mon = ""
         if monitor is not None and (ep % max(1, planned // 10) == 0 or ep == planned):
             t_mon = time.time()
             mon = "  | " + monitor(*averaged)
-            mon_secs += time.time() - t_mon
+            check_secs.append(time.time() - t_mon)
         log(f"epoch {ep:4d}/{planned}  G {sums['G']:.4f} (rec {sums['rec']:.4f} ssim {sums['ssim']:.4f} "
             f"lat {sums['lat']:.4f} fm {sums['fm']:.4f} gan {sums['gan']:+.3f})  D {sums['D']:.3f}  seg {sums['seg']:.4f}  "
             f"lr {lr:.2e}  {now - te:.1f}s/ep  elapsed {fmt_s(now - t_start)}  ETA {fmt_s(eta)}{mon}")
