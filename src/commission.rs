@@ -50,7 +50,7 @@ pub fn probe_io(config: &Config) -> Vec<(&'static str, anyhow::Result<String>)> 
         "trigger",
         match &config.trigger {
             TriggerConfig::FreeRun => Ok("free run: every frame is a part".to_string()),
-            TriggerConfig::Gpio(t) => crate::trigger::gpio::describe_line(&t.chip, &t.line, "trigger").and_then(|d| {
+            TriggerConfig::Gpio(t) => crate::gpio::describe_line(&t.chip, &t.line, "trigger").and_then(|d| {
                 let (rx, desc) = crate::trigger::gpio::spawn(t)?;
                 drop(rx);
                 Ok(format!("{d}; requested for edges: {desc}"))
@@ -69,7 +69,7 @@ pub fn probe_io(config: &Config) -> Vec<(&'static str, anyhow::Result<String>)> 
 
 fn describe_output(config: &Config, o: &OutputConfig, key: &str) -> anyhow::Result<String> {
     let line = match o {
-        OutputConfig::Gpio { chip, line, .. } => Some(crate::trigger::gpio::describe_line(chip, line, key)?),
+        OutputConfig::Gpio { chip, line, .. } => Some(crate::gpio::describe_line(chip, line, key)?),
         OutputConfig::Simulated { .. } => None,
     };
     let opened = actuate::open_output(config, o, "linesight-check", key)?;

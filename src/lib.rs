@@ -12,6 +12,7 @@ pub mod clock;
 pub mod commission;
 pub mod config;
 pub mod eval;
+pub mod gpio;
 pub mod model;
 pub mod pipeline;
 pub mod preprocess;

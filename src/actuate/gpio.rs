@@ -6,7 +6,8 @@
 
 use super::RejectLine;
 use crate::config::LineRef;
-use anyhow::{anyhow, bail, Context};
+use crate::gpio::{find_chip, find_offset};
+use anyhow::{anyhow, Context};
 use embedded_hal::digital::{OutputPin, PinState};
 use gpio_cdev::{Chip, LineRequestFlags};
 use linux_embedded_hal::CdevPin;
@@ -27,23 +28,14 @@ impl GpioLine {
     /// Requests the line as an output at its deasserted level; `key` (`reject.output`,
     /// `status.fault_line`) names it in messages.
     pub fn open(chip: &str, line: &LineRef, active_low: bool, consumer: &str, key: &str) -> anyhow::Result<GpioLine> {
-        let mut chip_dev = find_chip(chip, key)?;
-        let offset = match line {
-            LineRef::Offset(o) => {
-                if *o >= chip_dev.num_lines() {
-                    bail!(
-                        "{key}.line: offset {o} does not exist on {} (it has {} lines)",
-                        chip_dev.path().display(),
-                        chip_dev.num_lines()
-                    );
-                }
-                *o
-            }
-            LineRef::Name(n) => find_line(&mut chip_dev, n, key)?,
-        };
-        let name = format!("{} line {offset} ({})", chip_dev.path().display(), chip_dev.label());
-        let handle = chip_dev
-            .get_line(offset)
+        // found through the shared lookup (uAPI v2), then requested through gpio-cdev,
+        // whose handle linux-embedded-hal's CdevPin wraps
+        let found = find_chip(chip, key)?;
+        let offset = find_offset(&found, line, key)?;
+        let path = found.path().to_path_buf();
+        let name = format!("{} line {offset} ({})", path.display(), found.info()?.label);
+        let handle = Chip::new(&path)
+            .and_then(|mut c| c.get_line(offset))
             .and_then(|l| l.request(LineRequestFlags::OUTPUT, level(false, active_low) as u8, consumer))
             .with_context(|| {
                 format!("{key}: cannot request {name} as an output (is it used by another program or driver?)")
@@ -51,43 +43,6 @@ impl GpioLine {
         let pin = CdevPin::new(handle).with_context(|| format!("{key}: cannot read back {name}"))?;
         Ok(GpioLine { pin, active_low, name })
     }
-}
-
-/// A chip by path (`/dev/gpiochip0`) or by label (`tegra234-gpio`).
-fn find_chip(chip: &str, key: &str) -> anyhow::Result<Chip> {
-    if chip.starts_with('/') {
-        return Chip::new(chip).with_context(|| format!("{key}.chip: cannot open {chip}"));
-    }
-    let mut labels = Vec::new();
-    for c in gpio_cdev::chips().with_context(|| format!("{key}.chip: cannot list GPIO chips in /dev"))? {
-        let c = c?;
-        if c.label() == chip {
-            return Ok(c);
-        }
-        labels.push(format!("{} ({})", c.label(), c.path().display()));
-    }
-    bail!(
-        "{key}.chip: no GPIO chip labelled \"{chip}\"; found: {}",
-        if labels.is_empty() {
-            "none".into()
-        } else {
-            labels.join(", ")
-        }
-    )
-}
-
-fn find_line(chip: &mut Chip, name: &str, key: &str) -> anyhow::Result<u32> {
-    for offset in 0..chip.num_lines() {
-        let info = chip.get_line(offset)?.info()?;
-        if info.name() == Some(name) {
-            return Ok(offset);
-        }
-    }
-    Err(anyhow!(
-        "{key}.line: no line named \"{name}\" on {} ({})",
-        chip.path().display(),
-        chip.label()
-    ))
 }
 
 impl RejectLine for GpioLine {
