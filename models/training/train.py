@@ -1033,8 +1033,8 @@ def train(args, G, D, xtrain_u8, content, device, t_start, monitor=None, Sg=None
         # next five (one slow epoch 2, while another job on the GPU was starting, once cut a
         # schedule to 88 of 205 epochs: round 15 of docs/detection.md). The progress checks
         # still to come are budgeted at the median of the checks after the first, which
-        # carries the autotuning for full-size inputs (53 s against 3 s for the later ones at
-        # 640 px: spread over the epochs, it cut round 16's schedules to 176 of 205 epochs).
+        # carries the autotuning for full-size inputs (about 52 s against 3 s for the later
+        # ones at 640 px: spread over the epochs, it cut round 16's plans to 176 of 205).
         recent = float(np.median(ep_times[1:][-5:])) if len(ep_times) > 1 else ep_times[0]
         per_check = float(np.median(check_secs[1:])) if len(check_secs) > 1 else 0.0
         # about 11 checks per run whatever the plan (every tenth of it, and the last epoch)
