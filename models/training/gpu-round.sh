@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One training per GPU, in parallel, on the lent multi-GPU machine (how rounds 4-9 of
 # docs/detection.md ran). Each run's folder (model, log, per-image eval scores) is packed
-# into $OUT/NAME.tgz as soon as it ends (about 10.5 MB each: at most 4 fit in one reply).
+# into $OUT/NAME.tgz as soon as it ends (about 24 MB each with two members: split it to bring it back).
 #
 #   bash models/training/gpu-round.sh DATA "a:--seed 0" "b:--seed 1 --overexpose 0" ...
 #
@@ -22,7 +22,8 @@ for spec in "$@"; do
     CUDA_VISIBLE_DEVICES=$gpu OMP_NUM_THREADS=$(( $(nproc) / $# > 0 ? $(nproc) / $# : 1 )) PYTHONUNBUFFERED=1 python3 models/training/train.py "${common[@]}" "${extra[@]}" \
       --out /tmp/o/$n --ckpt-dir /tmp/o/ck$n > /tmp/o/$n.log 2>&1
     cp /tmp/o/ck$n/*eval-scores.json /tmp/o/$n.log /tmp/o/$n/ 2>/dev/null
-    tar czf "$out/$n.tgz" -C /tmp/o $n
+    # packed under another name first: a reply that copies $OUT/*.tgz must not take a half-written one
+    tar czf "$out/$n.tgz.partial" -C /tmp/o $n && mv "$out/$n.tgz.partial" "$out/$n.tgz"
   ) &
   gpu=$((gpu + 1))
 done
