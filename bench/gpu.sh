@@ -37,7 +37,7 @@ for MODEL in sim-flange magnetic-tile; do
   [ -f "models/$MODEL/model.onnx" ] || continue
   for p in cpu cuda; do
     runs=${RUNS:-1000}
-    # magnetic-tile takes 1.3 s a frame on one core: fewer runs on the CPU
+    # magnetic-tile (two members) takes about 3 s a frame on one core: fewer runs on the CPU
     [ "$MODEL/$p" = magnetic-tile/cpu ] && runs=${MT_CPU_RUNS:-30}
     echo "== bench $MODEL on $p ($runs runs)"
     "$ls" bench --config "$(prov "\"$p\"")" --runs "$runs" --json "$out/bench-$MODEL-$p.json" 2>&1 | grep -v '^linesight: camera'

@@ -96,6 +96,40 @@ fn eval_reports_separation_of_a_fresh_synthetic_set() {
 }
 
 #[test]
+fn worst_cases_show_the_map_even_when_the_threshold_is_far_above_the_scores() {
+    // A threshold calibrated on goods alone often sits far above most scores; the grid of
+    // worst cases must still show where the model looked.
+    let dir = tempfile::tempdir().unwrap();
+    let (data, _) = synth(dir.path(), 40, 13, 0.5);
+    let out = dir.path().join("report");
+    linesight(&[
+        "eval",
+        "--model",
+        repo().join("models/sim-flange").to_str().unwrap(),
+        "--good",
+        data.join("good").to_str().unwrap(),
+        "--defect",
+        data.join("defect").to_str().unwrap(),
+        "--threshold",
+        "1000",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    // bottom row, first 160 px tile: the highest-scored good part
+    let grid = image::open(out.join("worst.png")).unwrap().to_rgb8();
+    let red = (0..160)
+        .flat_map(|x| (164..324).map(move |y| (x, y)))
+        .filter(|&(x, y)| {
+            let p = grid.get_pixel(x, y);
+            p[0] as i32 - p[1] as i32 > 40
+        })
+        .count();
+    assert!(red > 20, "{red} red pixels on the worst false reject's tile");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("half the best-F1 threshold"), "{md}");
+}
+
+#[test]
 fn eval_of_list_files_names_images_as_the_lists_do() {
     let dir = tempfile::tempdir().unwrap();
     let (data, _) = synth(dir.path(), 24, 5, 0.5);
