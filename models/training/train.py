@@ -1113,7 +1113,7 @@ def pixel_stats(comps, weights, norms, size, sigma, device):
     and how far above it the top 1% of them reach at that place (the mean of the highest
     max(1, N/100) values). A defect is what goes beyond the worst that good parts show
     there, and that tail, not the standard deviation, measures it (docs/detection.md,
-    session 7). The spread has a floor of a fifth of its mean, so that never-varying
+    round 18). The spread has a floor of a fifth of its mean, so that never-varying
     background pixels cannot turn noise into huge values."""
     _, maps = variant_scores(comps, weights, norms, size, 1, sigma, device)
     mu = maps.mean(0, keepdim=True)
@@ -1337,7 +1337,7 @@ def parse_args(argv=None):
                    help="independently seeded members (seeds --seed, --seed + 1, ...) trained one after the other "
                         "within --max-minutes; the exported map is the mean of theirs. Two lift magnetic tiles from "
                         "0.92-0.93 to 0.93-0.95 image AUROC and double the inference cost (--members 1 for a slow "
-                        "CPU-only line; docs/detection.md, round 18)")
+                        "CPU-only line; docs/detection.md, rounds 18-19)")
     t.add_argument("--overexpose", type=float, default=0.3,
                    help="fraction of training inputs brightened by a gain of 1 to 2 and clipped: saturated patches "
                         "are not defects (without it, over-exposed good tiles were the highest-scored goods)")

@@ -36,14 +36,14 @@ pub struct Report {
 }
 
 impl Report {
-    /// The level the worst-cases grid paints full red: the best-F1 threshold when both
-    /// classes are there. A threshold calibrated on goods alone sits far above most scores
-    /// (magnetic tile: 8.8 against a best F1 at 1.7) and would leave every tile grey.
-    pub fn grid_threshold(&self) -> f32 {
+    /// The level the worst-cases grid paints full red, and its name: the best-F1 threshold
+    /// when both classes are there. A threshold calibrated on goods alone sits far above most
+    /// scores (magnetic tile: 8.8 against a best F1 at 1.7) and would leave every tile grey.
+    pub fn grid_threshold(&self) -> (&'static str, f32) {
         if self.good > 0 && self.defect > 0 {
-            self.best_f1.threshold
+            ("the best-F1 threshold", self.best_f1.threshold)
         } else {
-            self.threshold
+            ("the threshold", self.threshold)
         }
     }
 }
@@ -136,7 +136,7 @@ pub fn write_report(
     worst_grid(
         &misses,
         &false_rejects,
-        report.grid_threshold(),
+        report.grid_threshold().1,
         resize,
         &out.join("worst.png"),
     )?;
@@ -258,10 +258,11 @@ fn markdown(r: &Report) -> String {
     let _ = writeln!(
         s,
         "## Worst cases\n\n`worst.png`: top row the {} defective images scored lowest (misses first), \
-         bottom row the {} good images scored highest; red is the anomaly map, from none at half the best-F1 threshold ({:.5}) to full red at it.\n",
+         bottom row the {} good images scored highest; red is the anomaly map, from none at half {} ({:.5}) to full red at it.\n",
         r.worst_misses.len(),
         r.worst_false_rejects.len(),
-        r.grid_threshold()
+        r.grid_threshold().0,
+        r.grid_threshold().1
     );
     for (i, f) in r.worst_misses.iter().enumerate() {
         let _ = writeln!(s, "- miss {}: {f}", i + 1);
