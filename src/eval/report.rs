@@ -255,14 +255,13 @@ fn markdown(r: &Report) -> String {
         s,
         "Every image's score: `scores.csv` (path, class, kind, score, rejected at the threshold).\n"
     );
+    let (grid_name, grid_level) = r.grid_threshold();
     let _ = writeln!(
         s,
         "## Worst cases\n\n`worst.png`: top row the {} defective images scored lowest (misses first), \
-         bottom row the {} good images scored highest; red is the anomaly map, from none at half {} ({:.5}) to full red at it.\n",
+         bottom row the {} good images scored highest; red is the anomaly map, from none at half {grid_name} ({grid_level:.5}) to full red at it.\n",
         r.worst_misses.len(),
         r.worst_false_rejects.len(),
-        r.grid_threshold().0,
-        r.grid_threshold().1
     );
     for (i, f) in r.worst_misses.iter().enumerate() {
         let _ = writeln!(s, "- miss {}: {f}", i + 1);
