@@ -15,7 +15,7 @@ cargo build --release --quiet
 ls=target/release/linesight
 $ls synth --out "$work/data" --count 120 --seed 21 --defect-ratio 0.3
 $PYTHON models/training/train.py --data "$work/data" --out "$work/model" --name smoke \
-  --size 64 --crop 32 --steps 30 --device cpu --max-minutes 2
+  --size 64 --crop 32 --steps 30 --device cpu --max-minutes 2 --ckpt-dir "$work"
 $ls calibrate --model "$work/model" --good "$work/data/good" --quantile 0.95
 $ls eval --model "$work/model" --good "$work/data/good" --defect "$work/data/defect" --out "$work/report"
 test -s "$work/report/report.json"
