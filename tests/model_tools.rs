@@ -173,15 +173,26 @@ fn eval_of_list_files_names_images_as_the_lists_do() {
     }
 }
 
-#[test]
-fn calibrate_sets_the_threshold_from_good_parts_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let (data, _) = synth(dir.path(), 40, 12, 0.0);
-    let model = dir.path().join("model");
+/// A copy of the shipped sim model in `dir/model`, for `calibrate` to rewrite.
+fn sim_model_copy(dir: &Path) -> PathBuf {
+    let model = dir.join("model");
     std::fs::create_dir(&model).unwrap();
     for f in ["model.onnx", "model.toml"] {
         std::fs::copy(repo().join("models/sim-flange").join(f), model.join(f)).unwrap();
     }
+    model
+}
+
+fn calibration_of(model: &Path) -> toml::Table {
+    let m: toml::Table = toml::from_str(&std::fs::read_to_string(model.join("model.toml")).unwrap()).unwrap();
+    m["calibration"].as_table().unwrap().clone()
+}
+
+#[test]
+fn calibrate_sets_the_threshold_from_good_parts_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, _) = synth(dir.path(), 40, 12, 0.0);
+    let model = sim_model_copy(dir.path());
     let said = linesight(&[
         "calibrate",
         "--model",
@@ -195,14 +206,56 @@ fn calibrate_sets_the_threshold_from_good_parts_only() {
     ]);
     // 40 good parts at the 0.9 quantile: 4 of them lie above the threshold.
     assert!(said.contains("4 of 40 good images would be rejected"), "{said}");
-    let m: toml::Table = toml::from_str(&std::fs::read_to_string(model.join("model.toml")).unwrap()).unwrap();
-    let c = m["calibration"].as_table().unwrap();
+    let c = calibration_of(&model);
     assert_eq!(c["method"].as_str(), Some("good_quantile"));
     assert_eq!(c["n"].as_integer(), Some(40));
     assert!(c["threshold"].as_float().unwrap() <= c["max"].as_float().unwrap());
     // The rest of the manifest is intact: the model still loads and its checksum holds.
+    let m: toml::Table = toml::from_str(&std::fs::read_to_string(model.join("model.toml")).unwrap()).unwrap();
     assert_eq!(m["name"].as_str(), Some("sim-flange"));
     assert!(m["provenance"]["training_command"].as_str().is_some());
+}
+
+#[test]
+fn calibrate_with_defects_sets_the_threshold_eval_finds_best() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, _) = synth(dir.path(), 60, 13, 0.4);
+    let model = sim_model_copy(dir.path());
+    let (good, defect) = (data.join("good"), data.join("defect"));
+    let said = linesight(&[
+        "calibrate",
+        "--model",
+        model.to_str().unwrap(),
+        "--good",
+        good.to_str().unwrap(),
+        "--defect",
+        defect.to_str().unwrap(),
+    ]);
+    assert!(said.contains("by f1_optimal"), "{said}");
+    let c = calibration_of(&model);
+    assert_eq!(c["method"].as_str(), Some("f1_optimal"));
+    assert!(c["data"].as_str().unwrap().contains("defect"), "{c:?}");
+    // On the same parts, eval at the manifest's new threshold scores the best F1 it can find.
+    let out = dir.path().join("report");
+    linesight(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--good",
+        good.to_str().unwrap(),
+        "--defect",
+        defect.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let (at, best) = (&report["at_threshold"]["f1"], &report["best_f1"]["f1"]);
+    assert_eq!(at.as_f64().unwrap(), best.as_f64().unwrap(), "{report}");
+    assert!(
+        (report["threshold"].as_f64().unwrap() - c["threshold"].as_float().unwrap()).abs() < 1e-4,
+        "eval used the calibrated threshold"
+    );
 }
 
 #[test]
