@@ -72,7 +72,7 @@ fn pulse_fires_the_reject_output_at_its_width_and_spacing() {
         String::from_utf8_lossy(&out.stdout)
     );
     // Edges are never early; each may be as late as the command reports.
-    let late = common::reported_lateness_ns(&out, 10.0) + MS / 10;
+    let late = common::reported_lateness_ns(&out, 10.0);
     let edges = sim.edges();
     assert_eq!(edges.len(), 8, "four rises and four falls: {edges:?}");
     for (i, p) in edges.chunks(2).enumerate() {
