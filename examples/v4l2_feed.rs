@@ -5,8 +5,8 @@
 //!     v4l2_feed /dev/video3 1280 720 part.yuyv
 
 use anyhow::{bail, Context};
-use linesight::camera::v4l2::sys::*;
-use linesight::camera::v4l2::FourCc;
+use linesight::source::v4l2::sys::*;
+use linesight::source::v4l2::FourCc;
 use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
 

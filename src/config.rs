@@ -756,12 +756,12 @@ impl Config {
                     );
                 }
                 for (i, k) in defect_kinds.iter().enumerate() {
-                    if crate::camera::DefectKind::parse(k).is_none() {
+                    if crate::frame::DefectKind::parse(k).is_none() {
                         bad(
                             &format!("camera.defect_kinds[{i}]"),
                             format!(
                                 "unknown defect kind \"{k}\"; expected one of {}",
-                                crate::camera::DefectKind::ALL.map(|k| k.as_str()).join(", ")
+                                crate::frame::DefectKind::ALL.map(|k| k.as_str()).join(", ")
                             ),
                         );
                     }
@@ -939,7 +939,7 @@ fn v4l2_problems(c: &V4l2Camera) -> Vec<(&'static str, String)> {
         out.push(("camera.device", "must name a capture device such as /dev/video0".into()));
     }
     if let Some(f) = &c.pixel_format {
-        if crate::camera::v4l2::FourCc::parse(f).is_none() {
+        if crate::source::v4l2::FourCc::parse(f).is_none() {
             out.push((
                 "camera.pixel_format",
                 format!("expected one of \"GREY\", \"YUYV\", \"MJPG\", found \"{f}\""),

@@ -1,23 +1,35 @@
 //! linesight: line-side visual inspection with a GAN anomaly model on ONNX Runtime.
 //!
-//! The data's way through, one module each:
-//! camera → preprocess → model → verdict → actuate, with record beside; pipeline
-//! wires them. config is the file a field engineer edits.
+//! The data's way through, one module each, imports running one way along it:
+//!
+//! ```text
+//! source ──frame──▶ preprocess ──tensor──▶ model ──score, map──▶ judge ──▶ actuate
+//!                                                                  └──▶ record
+//! ```
+//!
+//! `runtime` opens the live objects a validated `config` names; `pipeline` runs them as
+//! threads. The leaves everything may use: `frame`, `stats`, `clock`, `gpio`, `dataset`.
+//! `commands` holds one file per subcommand (the tools sit there, apart from the line).
 
-pub mod actuate;
-pub mod bench;
-pub mod camera;
-pub mod check;
+// leaves
 pub mod clock;
-pub mod commission;
 pub mod config;
-pub mod eval;
+pub mod dataset;
+pub mod frame;
 pub mod gpio;
+pub mod stats;
+
+// the line, in the data's order
+pub mod actuate;
+pub mod judge;
 pub mod model;
-pub mod pipeline;
 pub mod preprocess;
 pub mod record;
-pub mod score;
+pub mod source;
+
+// composition
+pub mod pipeline;
+pub mod runtime;
 pub mod service;
-pub mod trigger;
-pub mod verdict;
+
+pub mod commands;

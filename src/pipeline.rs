@@ -9,81 +9,24 @@
 //! judge decides parts strictly in capture order: a part whose outcome has not
 //! arrived by its deadline is rejected, whatever arrives later.
 
-use crate::actuate::{self, PulseStats, RejectLine, Window};
-use crate::camera::{self, Frame, Source, Truth};
+use crate::actuate::{self, PulseStats, Window};
 use crate::clock;
-use crate::config::{Config, FaultsConfig, SaveImages};
-use crate::model::{Detector, Manifest};
+use crate::config::{FaultsConfig, SaveImages};
+use crate::frame::Reason;
+use crate::frame::{Frame, Truth};
+use crate::judge::Threshold;
+use crate::model::Detector;
 use crate::preprocess;
 use crate::record::{MetricsFile, PartRecord, ResultsLog, RunStats, Snapshot, StageLatency, Summary};
-use crate::verdict::{Reason, Threshold};
+use crate::runtime::Runtime;
+use crate::source::{self, Source};
 use anyhow::Context;
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::collections::{HashMap, VecDeque};
 use std::io::IsTerminal;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// The live objects built from a validated config (phase two of two).
-pub struct Runtime {
-    pub config: Config,
-    pub source: Box<dyn Source>,
-    pub detector: Detector,
-    pub reject: Box<dyn RejectLine>,
-    pub results: ResultsLog,
-    pub threshold: Threshold,
-}
-
-impl Runtime {
-    /// Opens everything the config names: model and library, camera, output, results log.
-    pub fn open(config: Config, results_override: Option<&Path>) -> anyhow::Result<Runtime> {
-        let mut detector = open_detector(&config)?;
-        // Warm before the output is requested: its deasserted level may be the energised one.
-        warm_up(&mut detector, config.runtime.warmup_runs)?;
-        let threshold = Threshold(
-            config
-                .decision
-                .threshold
-                .unwrap_or(detector.manifest.calibration.threshold),
-        );
-        let source = camera::open(&config, detector.manifest.input.channels)?;
-        let results_path = match results_override {
-            Some(p) => p.to_path_buf(),
-            None => config.resolve(&config.record.results),
-        };
-        let results = ResultsLog::open(&results_path)?;
-        // The output is opened last, deasserted, once everything else is ready.
-        let reject = actuate::open(&config)?;
-        Ok(Runtime {
-            config,
-            source,
-            detector,
-            reject,
-            results,
-            threshold,
-        })
-    }
-}
-
-/// Reads the manifest and opens the session the config asks for. Every provider given
-/// up on the way is a WARN with its reason: a fallback is never silent.
-pub fn open_detector(config: &Config) -> anyhow::Result<Detector> {
-    let dir = config.resolve(&config.model.dir);
-    let manifest = Manifest::load(&dir).context("model.dir")?;
-    let lib = config.runtime.onnxruntime_library.as_ref().map(|p| config.resolve(p));
-    let mut runtime = config.runtime.clone();
-    runtime.tensorrt.engine_cache_dir = runtime.tensorrt.engine_cache_dir.map(|p| config.resolve(&p));
-    let detector = Detector::open(manifest, &runtime, lib.as_deref())?;
-    for (kind, reason) in &detector.serving.skipped {
-        eprintln!(
-            "linesight: WARN execution provider \"{}\" not used: {reason}; falling back (runtime.require_accelerator = false)",
-            kind.as_str()
-        );
-    }
-    Ok(detector)
-}
 
 /// How a run ends.
 pub struct Report {
@@ -97,7 +40,29 @@ pub struct Report {
     /// Results lines that could not be written.
     pub record_errors: u64,
     /// Camera losses, recoveries and trigger counts (sources that watch a camera).
-    pub camera: Option<camera::CameraHealth>,
+    pub camera: Option<source::CameraHealth>,
+}
+
+impl Report {
+    /// What `linesight run` prints at the end.
+    pub fn render(&self) -> String {
+        let mut s = self.summary.render();
+        let p = &self.pulses;
+        s += &format!(
+            "reject pulses {} for {} rejected parts (merged where windows overlap); worst edge lateness {:.2} ms\n",
+            p.pulses, p.windows, p.worst_lateness_ms
+        );
+        if let Some(camera) = &self.camera {
+            s += &camera.render();
+        }
+        if self.late_outcomes > 0 {
+            s += &format!(
+                "late outcomes {} (parts already rejected at their deadline), {} of them not inspected (deadline passed while queued)\n",
+                self.late_outcomes, self.skipped_late
+            );
+        }
+        s
+    }
 }
 
 /// A part as it passed the camera, announced to the judge before inspection starts.
@@ -233,19 +198,6 @@ fn spawn<T: Send + 'static>(
         .with_context(|| format!("cannot start the {name} thread"))
 }
 
-/// Inferences before arming, so that no part pays for an engine build or lazy initialisation.
-fn warm_up(detector: &mut Detector, runs: u32) -> anyhow::Result<()> {
-    let t = clock::now_ns();
-    let worst = detector.warm_up(runs)?;
-    eprintln!(
-        "linesight: model warm on {} ({} runs in {:.1} ms, slowest {worst:.1} ms)",
-        detector.serving.detail,
-        runs.max(1),
-        clock::ns_to_ms(clock::now_ns() - t)
-    );
-    Ok(())
-}
-
 fn source_loop(
     mut source: Box<dyn Source>,
     frames: Sender<Frame>,
@@ -253,7 +205,7 @@ fn source_loop(
     faults: &FaultsConfig,
     max_parts: Option<u64>,
     stop: &AtomicBool,
-) -> anyhow::Result<Option<camera::CameraHealth>> {
+) -> anyhow::Result<Option<source::CameraHealth>> {
     let mut seen = 0u64;
     while !stop.load(Ordering::Relaxed) && max_parts.is_none_or(|m| seen < m) {
         let Some(mut frame) = source
@@ -490,7 +442,7 @@ fn decide(part: Captured, outcome: Outcome, threshold: Threshold, delay_ns: u64,
         Err((reason, detail)) => (None, reason, Some(detail)),
     };
     let verdict = reason.verdict();
-    let eject_ns = (verdict == crate::verdict::Verdict::Reject).then(|| {
+    let eject_ns = (verdict == crate::frame::Verdict::Reject).then(|| {
         let start = part.capture_ns + delay_ns;
         [start, start + pulse_ns]
     });

@@ -4,8 +4,8 @@
 //! bilinear filter, scale to the value range, then (x − mean) / std), so that the
 //! scores on the line are the scores seen in training and calibration.
 
-use crate::camera::{PixelFormat, Pixels};
-use crate::model::{Channels, InputSpec, Resize};
+use crate::frame::{PixelFormat, Pixels};
+use crate::model::{InputSpec, Resize};
 use image::{imageops, ImageBuffer, Luma, Rgb};
 use std::borrow::Cow;
 
@@ -61,7 +61,7 @@ pub fn to_tensor(pixels: &Pixels, spec: &InputSpec, out: &mut [f32]) -> Result<(
     }
     let at = |x: u32, y: u32| ((y + y0) * tw + x + x0) as usize;
     match spec.channels {
-        Channels::Gray => {
+        PixelFormat::Gray8 => {
             let gray: Cow<[u8]> = match pixels.format {
                 PixelFormat::Gray8 => Cow::Borrowed(&pixels.data),
                 PixelFormat::Rgb8 => pixels.data.chunks_exact(3).map(|p| luma(p[0], p[1], p[2])).collect(),
@@ -71,7 +71,7 @@ pub fn to_tensor(pixels: &Pixels, spec: &InputSpec, out: &mut [f32]) -> Result<(
                 out[at(i as u32 % nw, i as u32 / nw)] = norm(*p, 0);
             }
         }
-        Channels::Rgb => {
+        PixelFormat::Rgb8 => {
             let rgb: Cow<[u8]> = match pixels.format {
                 PixelFormat::Rgb8 => Cow::Borrowed(&pixels.data),
                 PixelFormat::Gray8 => pixels.data.iter().flat_map(|g| [*g; 3]).collect(),
@@ -135,8 +135,8 @@ fn resized<P: image::Pixel<Subpixel = u8> + 'static>(
 mod tests {
     use super::*;
 
-    fn spec(channels: Channels, size: usize) -> InputSpec {
-        let c = if channels == Channels::Gray { 1 } else { 3 };
+    fn spec(channels: PixelFormat, size: usize) -> InputSpec {
+        let c = if channels == PixelFormat::Gray8 { 1 } else { 3 };
         InputSpec {
             name: "image".into(),
             shape: [1, c, size, size],
@@ -161,7 +161,7 @@ mod tests {
     fn gray_frame_is_normalised_to_minus_one_one() {
         let px = gray(2, 1, vec![0, 255]);
         let mut out = vec![0.0; 2];
-        to_tensor(&px, &spec(Channels::Gray, 1).clone_with_size(2, 1), &mut out).unwrap();
+        to_tensor(&px, &spec(PixelFormat::Gray8, 1).clone_with_size(2, 1), &mut out).unwrap();
         assert_eq!(out, vec![-1.0, 1.0]);
     }
 
@@ -174,7 +174,7 @@ mod tests {
             data: vec![255, 0, 0],
         };
         let mut out = vec![0.0; 1];
-        to_tensor(&px, &spec(Channels::Gray, 1), &mut out).unwrap();
+        to_tensor(&px, &spec(PixelFormat::Gray8, 1), &mut out).unwrap();
         // PIL: L = 76 for pure red.
         assert!((out[0] - ((76.0 / 255.0 - 0.5) / 0.5)).abs() < 1e-6);
     }
@@ -188,7 +188,7 @@ mod tests {
             data: vec![255, 0, 255],
         };
         let mut out = vec![0.0; 3];
-        to_tensor(&px, &spec(Channels::Rgb, 1), &mut out).unwrap();
+        to_tensor(&px, &spec(PixelFormat::Rgb8, 1), &mut out).unwrap();
         assert_eq!(out, vec![1.0, -1.0, 1.0]);
     }
 
@@ -196,7 +196,7 @@ mod tests {
     fn any_size_is_stretched_to_the_model_input() {
         let px = gray(640, 120, vec![128; 640 * 120]);
         let mut out = vec![0.0; 64 * 64];
-        to_tensor(&px, &spec(Channels::Gray, 64), &mut out).unwrap();
+        to_tensor(&px, &spec(PixelFormat::Gray8, 64), &mut out).unwrap();
         assert_eq!(out.len(), 64 * 64);
         assert!(out.iter().all(|v| (v - (128.0 / 255.0 - 0.5) / 0.5).abs() < 1e-6));
     }
@@ -204,7 +204,7 @@ mod tests {
     #[test]
     fn short_buffer_is_a_broken_frame() {
         let px = gray(10, 10, vec![0; 50]);
-        let err = to_tensor(&px, &spec(Channels::Gray, 8), &mut [0.0; 64]).unwrap_err();
+        let err = to_tensor(&px, &spec(PixelFormat::Gray8, 8), &mut [0.0; 64]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "broken frame: 10x10 Gray8 needs 100 bytes, the buffer holds 50"
@@ -214,7 +214,7 @@ mod tests {
     #[test]
     fn letterbox_keeps_the_aspect_and_pads_with_black() {
         let px = gray(4, 2, vec![255; 8]);
-        let mut sp = spec(Channels::Gray, 4);
+        let mut sp = spec(PixelFormat::Gray8, 4);
         sp.resize = Resize::Letterbox;
         let mut out = vec![9.0; 16];
         to_tensor(&px, &sp, &mut out).unwrap();
@@ -231,7 +231,7 @@ mod tests {
         // A 2x1 frame in a 4x4 input: letterbox would enlarge it to 4x2, fit leaves it 2x1
         // in the centre (pixels at their training scale), the rest padding.
         let px = gray(2, 1, vec![255, 0]);
-        let mut sp = spec(Channels::Gray, 4);
+        let mut sp = spec(PixelFormat::Gray8, 4);
         sp.resize = Resize::Fit;
         let mut out = vec![9.0; 16];
         to_tensor(&px, &sp, &mut out).unwrap();

@@ -48,7 +48,7 @@ fn collect_saves_the_frames_inspection_would_get() {
     }
     // The same seed gives the same parts: the first saved frame is the line's first part.
     let first = image::open(dir.join("000000.png")).unwrap().to_luma8();
-    let part = linesight::camera::PartGenerator::new(linesight::camera::PartSpec {
+    let part = linesight::source::PartGenerator::new(linesight::source::PartSpec {
         width: 256,
         height: 256,
         defect_ratio: 0.1,

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{set, SimRun};
-use linesight::camera::{PartGenerator, PartSpec};
+use linesight::source::{PartGenerator, PartSpec};
 
 #[test]
 fn every_file_gets_a_verdict_and_a_broken_one_is_rejected() {

@@ -7,7 +7,8 @@
 mod common;
 
 use common::{edges_of, monotonic_ns, set, set_camera, SimRun};
-use linesight::camera::{DefectKind, PartGenerator, PartSpec};
+use linesight::frame::DefectKind;
+use linesight::source::{PartGenerator, PartSpec};
 use serde_json::Value;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

@@ -1,12 +1,12 @@
 //! The reject output: timed pulses that fire the ejector when a rejected part reaches it.
 
-mod gpio;
+mod gpio_line;
 mod schedule;
-mod simulated;
+mod simulated_line;
 
-pub use gpio::GpioLine;
+pub use gpio_line::GpioLine;
 pub use schedule::{run_scheduler, PulsePlan, PulseStats, Window};
-pub use simulated::{Edge, SimulatedLine};
+pub use simulated_line::{Edge, SimulatedLine};
 
 use crate::config::{Config, OutputConfig};
 

@@ -1,5 +1,6 @@
 //! `model.toml`: the contract between the training side and linesight.
 
+use crate::frame::PixelFormat;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -32,19 +33,13 @@ pub struct InputSpec {
     pub name: String,
     /// N, C, H, W.
     pub shape: [usize; 4],
-    pub channels: Channels,
+    /// `"gray"` or `"rgb"`.
+    pub channels: PixelFormat,
     pub resize: Resize,
     /// Pixel values are scaled from 0..255 into this range before mean/std.
     pub value_range: [f32; 2],
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Channels {
-    Gray,
-    Rgb,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -117,17 +112,15 @@ impl Manifest {
     fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         let i = &self.input;
-        let want_c = match i.channels {
-            Channels::Gray => 1,
-            Channels::Rgb => 3,
-        };
+        let want_c = i.channels.channels();
         if i.shape[0] != 1 {
             out.push(format!("input.shape: batch must be 1, found {}", i.shape[0]));
         }
         if i.shape[1] != want_c {
             out.push(format!(
-                "input.shape: {:?} channels need C = {want_c}, found {}",
-                i.channels, i.shape[1]
+                "input.shape: {} channels need C = {want_c}, found {}",
+                i.channels.as_str(),
+                i.shape[1]
             ));
         }
         if i.height() == 0 || i.width() == 0 {
@@ -174,9 +167,9 @@ pub fn hex(bytes: &[u8]) -> String {
 /// (comments included) as it was.
 pub fn write_calibration(
     dir: &Path,
-    stats: &crate::score::GoodStats,
+    stats: &crate::commands::calibrate::GoodStats,
     threshold: f64,
-    method: crate::score::Method,
+    method: crate::commands::calibrate::Method,
     data: &str,
 ) -> anyhow::Result<()> {
     use toml_edit::{value, DocumentMut, Item, Table};
@@ -203,7 +196,7 @@ pub fn write_calibration(
         t[k] = value((v * 1e7).round() / 1e7);
     }
     t["method"] = value(method.name());
-    if let crate::score::Method::GoodQuantile { quantile, margin } = method {
+    if let crate::commands::calibrate::Method::GoodQuantile { quantile, margin } = method {
         t["quantile"] = value(quantile);
         t["margin"] = value(margin);
     }

@@ -3,9 +3,9 @@
 mod metrics;
 mod overlay;
 mod results;
-mod stats;
+mod summary;
 
 pub use metrics::MetricsFile;
 pub use overlay::{overlay, Snapshot};
 pub use results::{PartRecord, ResultsLog, StageLatency};
-pub use stats::{RunStats, Summary};
+pub use summary::{RunStats, Summary};

@@ -32,7 +32,7 @@ pub fn overlay(img: &GrayImage, map: Option<&[f32]>, threshold: f32, resize: Res
 
 /// A part's frame and anomaly map, kept for saving when `record.save` asks for it.
 pub struct Snapshot {
-    pub pixels: crate::camera::Pixels,
+    pub pixels: crate::frame::Pixels,
     /// Row-major, square, at model resolution.
     pub map: Vec<f32>,
     /// How the frame was fitted into the model input.
@@ -45,8 +45,8 @@ impl Snapshot {
         use anyhow::Context;
         let p = &self.pixels;
         let gray = match p.format {
-            crate::camera::PixelFormat::Gray8 => p.data.clone(),
-            crate::camera::PixelFormat::Rgb8 => p
+            crate::frame::PixelFormat::Gray8 => p.data.clone(),
+            crate::frame::PixelFormat::Rgb8 => p
                 .data
                 .chunks_exact(3)
                 .map(|c| crate::preprocess::luma(c[0], c[1], c[2]))

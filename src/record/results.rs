@@ -2,7 +2,7 @@
 //! that a crash leaves at most the line being written unfinished. The next start
 //! cuts that torn line off before appending.
 
-use crate::verdict::{Reason, Verdict};
+use crate::frame::{Reason, Verdict};
 use anyhow::Context;
 use serde::Serialize;
 use std::fs::{File, OpenOptions};

@@ -1,0 +1,182 @@
+//! `linesight bench`: how fast and how big inspection is on this machine, with the
+//! configured model, execution providers and camera. Speed and memory targets are
+//! checked here (and by the scripts under bench/), never by timed unit tests.
+
+use crate::config::{CameraConfig, Config, ProviderKind};
+use crate::frame::Pixels;
+use crate::preprocess;
+use crate::runtime;
+use crate::source;
+use anyhow::Context;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Measure preprocess and inference latency, throughput and memory with the configured
+/// model, providers and camera (the scripts under bench/ drive it).
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Timed frames.
+    #[arg(long, default_value_t = 1000)]
+    runs: usize,
+    /// Execution providers to use instead of runtime.providers, e.g. `cuda,cpu`.
+    #[arg(long, value_delimiter = ',')]
+    providers: Vec<String>,
+    /// Also write the figures as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut c = Config::load(&args.config)?;
+    if !args.providers.is_empty() {
+        c.runtime.providers = args
+            .providers
+            .iter()
+            .map(|p| {
+                ProviderKind::parse(p).ok_or_else(|| {
+                    anyhow::anyhow!("--providers: unknown provider \"{p}\"; expected tensorrt, cuda or cpu")
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+    }
+    let report = bench(c, args.runs)?;
+    print!("{report}");
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Frames from the configured camera, cycled through the timed loop.
+const FRAMES: usize = 32;
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub provider: String,
+    pub runs: usize,
+    pub warm_up_ms: f64,
+    /// Preprocess (decode → tensor) per frame, ms.
+    pub preprocess_ms: Percentiles,
+    /// Inference at batch 1, ms.
+    pub inference_ms: Percentiles,
+    /// Inference with the anomaly map copied back, ms.
+    pub inference_with_map_ms: Percentiles,
+    /// Frames per second through preprocess + inference, back to back.
+    pub throughput_fps: f64,
+    /// Peak resident memory of the process, MiB (VmHWM).
+    pub peak_rss_mib: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+fn percentiles(mut v: Vec<f64>) -> Percentiles {
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    Percentiles {
+        p50: at(0.5),
+        p99: at(0.99),
+        max: *v.last().expect("at least one run"),
+    }
+}
+
+/// Runs the benchmark: `runs` timed frames (plus the configured warm-up).
+pub fn bench(mut config: Config, runs: usize) -> anyhow::Result<BenchReport> {
+    // Frames as fast as the source makes them: the line's pace is not what is measured.
+    match &mut config.camera {
+        CameraConfig::Synthetic { parts_per_second, .. } | CameraConfig::Folder { parts_per_second, .. } => {
+            *parts_per_second = 1e6
+        }
+        // A real camera gives frames at its own rate; they are collected first.
+        CameraConfig::V4l2(_) | CameraConfig::Gstreamer(_) => {}
+    }
+    let mut detector = runtime::open_detector(&config)?;
+    let t = Instant::now();
+    detector.warm_up(config.runtime.warmup_runs)?;
+    let warm_up_ms = t.elapsed().as_secs_f64() * 1e3;
+    // The device alone (no trigger, no supervision): only its frames are wanted.
+    let wait = std::time::Duration::from_secs(5);
+    let mut source = source::open_device(&config, detector.manifest.input.channels, wait)?;
+    let mut frames: Vec<Pixels> = Vec::with_capacity(FRAMES);
+    while frames.len() < FRAMES {
+        match source.next_frame().context("camera")? {
+            Some(f) => frames.extend(f.image.ok()),
+            None => break,
+        }
+    }
+    anyhow::ensure!(!frames.is_empty(), "the camera gave no usable frame to benchmark with");
+    let spec = detector.manifest.input.clone();
+    let runs = runs.max(1);
+    let (mut pre, mut inf, mut inf_map) = (Vec::with_capacity(runs), Vec::with_capacity(runs), Vec::new());
+    let start = Instant::now();
+    for i in 0..runs {
+        let t0 = Instant::now();
+        preprocess::to_tensor(&frames[i % frames.len()], &spec, detector.input_mut())?;
+        let t1 = Instant::now();
+        detector.run(false)?;
+        pre.push((t1 - t0).as_secs_f64() * 1e3);
+        inf.push(t1.elapsed().as_secs_f64() * 1e3);
+    }
+    let throughput_fps = runs as f64 / start.elapsed().as_secs_f64();
+    if detector.manifest.outputs.anomaly_map.is_some() {
+        for _ in 0..runs.min(200) {
+            let t = Instant::now();
+            detector.run(true)?;
+            inf_map.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    } else {
+        inf_map = inf.clone();
+    }
+    Ok(BenchReport {
+        model: detector.manifest.name.clone(),
+        provider: detector.serving.detail.clone(),
+        runs,
+        warm_up_ms,
+        preprocess_ms: percentiles(pre),
+        inference_ms: percentiles(inf),
+        inference_with_map_ms: percentiles(inf_map),
+        throughput_fps,
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = |p: &Percentiles| format!("p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", p.p50, p.p99, p.max);
+        writeln!(
+            f,
+            "model {} on {}, {} runs at batch 1",
+            self.model, self.provider, self.runs
+        )?;
+        writeln!(f, "  warm-up                {:.1} ms", self.warm_up_ms)?;
+        writeln!(f, "  preprocess             {}", p(&self.preprocess_ms))?;
+        writeln!(f, "  inference              {}", p(&self.inference_ms))?;
+        writeln!(f, "  inference + map copy   {}", p(&self.inference_with_map_ms))?;
+        writeln!(
+            f,
+            "  throughput             {:.1} frames/s (preprocess + inference, back to back)",
+            self.throughput_fps
+        )?;
+        match self.peak_rss_mib {
+            Some(m) => writeln!(f, "  peak memory            {m:.1} MiB resident"),
+            None => writeln!(f, "  peak memory            unknown"),
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! `linesight check`: everything that can be checked before a line starts, each
+//! problem listed with where it is, instead of stopping at the first.
+
+use crate::actuate;
+use crate::config::{CameraConfig, Config, OutputConfig, TriggerConfig};
+use crate::frame::PixelFormat;
+use crate::model::Manifest;
+use crate::{runtime, source};
+use anyhow::Context;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Validate the config, the model and the ONNX Runtime library; open the camera, the
+/// trigger and the outputs once; list every problem.
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let path = args.config.as_path();
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("linesight: error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    println!("config {}: ok", path.display());
+    let mut failed = 0;
+    let mut report = |what: &str, r: anyhow::Result<String>| match r {
+        Ok(s) => println!("{what}: {s}"),
+        Err(e) => {
+            failed += 1;
+            println!("{what}: PROBLEM: {e:#}");
+        }
+    };
+    let mut detector = None;
+    report(
+        "model",
+        runtime::open_detector(&config).map(|d| {
+            let m = &d.manifest;
+            let line = format!(
+                "{} ok (sha256 verified, input {:?} {}, threshold {} by {})",
+                m.onnx_path().display(),
+                m.input.shape,
+                m.input.channels.as_str(),
+                config.decision.threshold.unwrap_or(m.calibration.threshold),
+                if config.decision.threshold.is_some() {
+                    "decision.threshold".to_string()
+                } else {
+                    m.calibration.method.clone()
+                }
+            );
+            detector = Some(d);
+            line
+        }),
+    );
+    if let Some(lib) = crate::model::library::loaded() {
+        report(
+            "onnxruntime",
+            Ok(format!("{} (from {})", lib.path.display(), lib.origin)),
+        );
+    }
+    if let Some(d) = &detector {
+        let skipped: Vec<String> = d
+            .serving
+            .skipped
+            .iter()
+            .map(|(k, r)| format!("{} not used: {r}", k.as_str()))
+            .collect();
+        let tail = if skipped.is_empty() {
+            String::new()
+        } else {
+            format!(" (WARN {})", skipped.join("; "))
+        };
+        println!("execution provider: {}{tail}", d.serving.detail);
+    }
+    for (what, result) in probe_io(&config) {
+        report(what, result);
+    }
+    if failed > 0 {
+        println!("{failed} problem(s) found");
+        Ok(ExitCode::FAILURE)
+    } else {
+        println!("all checks passed");
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// The model's colour, read from its manifest (no ONNX Runtime needed); grey if unreadable.
+pub fn model_channels(config: &Config) -> PixelFormat {
+    Manifest::load(&config.resolve(&config.model.dir))
+        .map(|m| m.input.channels)
+        .unwrap_or(PixelFormat::Gray8)
+}
+
+/// Opens camera, trigger input and outputs once each; one line per item for `check`.
+pub fn probe_io(config: &Config) -> Vec<(&'static str, anyhow::Result<String>)> {
+    let mut out = Vec::new();
+    if let CameraConfig::V4l2(c) = &config.camera {
+        out.push((
+            "camera device",
+            source::v4l2::probe(&config.resolve(&c.device)).map(|i| i.render()),
+        ));
+    }
+    let wait = Duration::from_millis(config.status.camera_stall_ms.max(2000));
+    out.push((
+        "camera",
+        source::open_device(config, model_channels(config), wait).and_then(|mut s| {
+            // One frame proves that the camera delivers, not only that it opens.
+            let f = s.next_frame()?.context("the camera ended before its first frame")?;
+            let what = match &f.image {
+                Ok(px) => format!("first frame {}x{} {:?}", px.width, px.height, px.format),
+                Err(e) => format!("first frame unusable: {}", e.detail),
+            };
+            Ok(format!("{} — {what}", s.describe()))
+        }),
+    ));
+    out.push((
+        "trigger",
+        match &config.trigger {
+            TriggerConfig::FreeRun => Ok("free run: every frame is a part".to_string()),
+            TriggerConfig::Gpio(t) => crate::gpio::describe_line(&t.chip, &t.line, "trigger").and_then(|d| {
+                let (rx, desc) = crate::source::trigger::sensor::spawn(t)?;
+                drop(rx);
+                Ok(format!("{d}; requested for edges: {desc}"))
+            }),
+        },
+    ));
+    out.push((
+        "reject output",
+        describe_output(config, &config.reject.output, "reject.output"),
+    ));
+    if let Some(o) = &config.status.fault_line {
+        out.push(("fault output", describe_output(config, o, "status.fault_line")));
+    }
+    out
+}
+
+fn describe_output(config: &Config, o: &OutputConfig, key: &str) -> anyhow::Result<String> {
+    let line = match o {
+        OutputConfig::Gpio { chip, line, .. } => Some(crate::gpio::describe_line(chip, line, key)?),
+        OutputConfig::Simulated { .. } => None,
+    };
+    let opened = actuate::open_output(config, o, "linesight-check", key)?;
+    Ok(match line {
+        Some(l) => format!("{} — {l}", opened.describe()),
+        None => opened.describe(),
+    })
+}

@@ -1,0 +1,160 @@
+//! `linesight eval`: how well a model separates good from defective parts, on the
+//! user's own images, through the same preprocessing and runtime as the line.
+
+mod compare;
+mod report;
+
+use crate::config::RuntimeConfig;
+use crate::config::{self, ProviderKind};
+pub use crate::dataset::{load_set, Sample};
+use crate::frame::Pixels;
+use crate::model::{Detector, Manifest};
+use crate::{clock, preprocess};
+use anyhow::Context;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub use compare::{compare, Comparison};
+pub use report::write_report;
+
+/// Evaluate a model on labelled images: AUROC, operating points, per-kind table, plots.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model folder (model.onnx + model.toml).
+    #[arg(long)]
+    model: PathBuf,
+    /// Good images: a folder, or a .txt list of paths relative to the list's parent folder.
+    #[arg(long)]
+    good: PathBuf,
+    /// Defective images: a folder (kind = sub-folder or file-name prefix) or a .txt list.
+    #[arg(long)]
+    defect: PathBuf,
+    /// Defect masks (<image stem>.png); default: a masks/ folder beside the defect folder.
+    #[arg(long)]
+    masks: Option<PathBuf>,
+    /// Folder for report.md, report.json, scores.csv (every image's score), roc.svg,
+    /// scores.svg and worst.png.
+    #[arg(long)]
+    out: PathBuf,
+    /// Threshold to report at (default: the manifest's).
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// ONNX Runtime library (default: as for `run`).
+    #[arg(long)]
+    onnxruntime_library: Option<PathBuf>,
+    /// Take [runtime] (library, providers and their options) from this config file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Score on two execution providers (e.g. `cpu,cuda` or `cuda,tensorrt`) and report
+    /// the score drift, AUROC on each and verdicts that change, instead of the usual report.
+    #[arg(long, value_name = "A,B")]
+    compare_providers: Option<String>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let Args {
+        model,
+        good,
+        defect,
+        masks,
+        out,
+        threshold,
+        onnxruntime_library,
+        config,
+        compare_providers,
+    } = args;
+    let (runtime, library) = match &config {
+        Some(path) => {
+            let c = config::Config::load(path)?;
+            let lib = c.runtime.onnxruntime_library.as_ref().map(|p| c.resolve(p));
+            (c.runtime.clone(), lib)
+        }
+        None => (config::RuntimeConfig::default(), None),
+    };
+    let library = onnxruntime_library.or(library);
+    let mut samples = load_set(&good, false, None).context("--good")?;
+    samples.extend(load_set(&defect, true, masks.as_deref()).context("--defect")?);
+    if let Some(pair) = compare_providers {
+        let kinds: Vec<_> = pair.split(',').map(|s| ProviderKind::parse(s.trim())).collect();
+        let [Some(a), Some(b)] = kinds[..] else {
+            anyhow::bail!(
+                "--compare-providers: expected two of tensorrt, cuda, cpu separated by a comma, found \"{pair}\""
+            );
+        };
+        let cmp = compare(&model, &runtime, library.as_deref(), (a, b), samples, threshold)?;
+        std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+        std::fs::write(out.join("compare.md"), cmp.markdown())?;
+        std::fs::write(out.join("compare.json"), serde_json::to_string_pretty(&cmp)?)?;
+        print!("{}", cmp.markdown());
+        println!("\nwritten to {}", out.join("compare.md").display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut detector = Detector::open(Manifest::load(&model)?, &runtime, library.as_deref())?;
+    let threshold = threshold.unwrap_or(detector.manifest.calibration.threshold);
+    let name = detector.manifest.name.clone();
+    let scored = score_all(&mut detector, samples, true, true)?;
+    let resize = detector.manifest.input.resize;
+    print!(
+        "{}",
+        write_report(&scored, &name, &model, threshold, resize, &out)?.summary_markdown()
+    );
+    println!("\nreport written to {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A model's result on one sample.
+pub struct Scored {
+    pub sample: Sample,
+    pub score: f32,
+    /// Anomaly map at model resolution, row-major.
+    pub map: Option<Vec<f32>>,
+    /// Preprocess + inference, ms.
+    pub latency_ms: f64,
+    /// The image's width and height.
+    pub size: (u32, u32),
+}
+
+/// Scores every sample, keeping anomaly maps when `keep_maps`.
+pub fn score_all(
+    detector: &mut Detector,
+    samples: Vec<Sample>,
+    keep_maps: bool,
+    progress: bool,
+) -> anyhow::Result<Vec<Scored>> {
+    let spec = detector.manifest.input.clone();
+    let n = samples.len();
+    let progress = progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut out = Vec::with_capacity(n);
+    for (i, sample) in samples.into_iter().enumerate() {
+        let img = image::open(&sample.path).with_context(|| format!("cannot decode {}", sample.path.display()))?;
+        let t0 = clock::now_ns();
+        let size = (img.width(), img.height());
+        preprocess::to_tensor(&Pixels::from_dynamic(img), &spec, detector.input_mut())
+            .with_context(|| sample.path.display().to_string())?;
+        let inspection = detector
+            .run(keep_maps)
+            .with_context(|| sample.path.display().to_string())?;
+        let latency_ms = clock::ns_to_ms(clock::now_ns() - t0);
+        if progress && (i + 1) % 50 == 0 {
+            eprint!("\rscored {}/{n}", i + 1);
+        }
+        out.push(Scored {
+            sample,
+            score: inspection.score,
+            map: inspection.anomaly_map,
+            latency_ms,
+            size,
+        });
+    }
+    if progress && n >= 50 {
+        eprintln!("\rscored {n}/{n}");
+    }
+    Ok(out)
+}
+
+/// Opens a model folder for offline work (eval, calibrate), with the library found as `run` finds it.
+pub fn open_model(dir: &Path, library: Option<&Path>) -> anyhow::Result<Detector> {
+    let manifest = Manifest::load(dir)?;
+    Detector::open(manifest, &RuntimeConfig::default(), library)
+}

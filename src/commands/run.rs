@@ -1,0 +1,65 @@
+//! `linesight run`: inspect the line until Ctrl-C/SIGTERM (or N parts), then print the summary.
+
+use crate::config::Config;
+use crate::runtime::Runtime;
+use crate::{model, pipeline};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Inspect the line described by the config until Ctrl-C (or --max-parts).
+#[derive(clap::Args)]
+pub struct Args {
+    /// The config file (see board/sim/linesight.toml).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Stop after this many parts.
+    #[arg(long)]
+    max_parts: Option<u64>,
+    /// Write results here instead of record.results.
+    #[arg(long)]
+    results: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    let stop = super::stop_on_signals()?;
+    let rt = Runtime::open(config, args.results.as_deref())?;
+    let m = &rt.detector.manifest;
+    eprintln!(
+        "linesight: model {} ({}), threshold {} ({})",
+        m.name,
+        m.dir.display(),
+        rt.threshold.0,
+        if rt.config.decision.threshold.is_some() {
+            "decision.threshold"
+        } else {
+            "model manifest"
+        }
+    );
+    if let Some(lib) = model::library::loaded() {
+        eprintln!(
+            "linesight: ONNX Runtime {} ({}), execution provider {}",
+            lib.path.display(),
+            lib.origin,
+            rt.detector.serving.detail
+        );
+    }
+    eprintln!("linesight: camera {}", rt.source.describe());
+    eprintln!("linesight: results {}", rt.results.path().display());
+    if rt.results.repaired_bytes > 0 {
+        eprintln!(
+            "linesight: WARN results file ended in a torn line (a crash?): cut {} bytes before appending",
+            rt.results.repaired_bytes
+        );
+    }
+    let report = pipeline::run(rt, args.max_parts, stop)?;
+    print!("{}", report.render());
+    if report.record_errors > 0 || report.pulses.errors > 0 {
+        eprintln!(
+            "linesight: error: {} results could not be written, {} output edges failed",
+            report.record_errors, report.pulses.errors
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}

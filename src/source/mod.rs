@@ -1,0 +1,134 @@
+//! Frame sources: where parts enter the pipeline.
+//!
+//! A source blocks until the next part is in front of the camera and hands over its
+//! frame, stamped with the capture time on the monotonic clock.
+//!
+//! ```text
+//! device source (v4l2, gstreamer, synthetic, folder) ── feed thread (reopens on loss)
+//!        └──▶ supervise: free run (every frame a part) or trigger (parts from a sensor)
+//! ```
+//!
+//! `open` builds the whole chain; the pipeline sees one `Source`.
+
+mod folder;
+#[cfg(feature = "gstreamer")]
+pub mod gst;
+pub mod supervise;
+mod synthetic;
+mod synthetic_part;
+pub mod v4l2;
+
+pub use folder::FolderSource;
+pub use supervise::CameraHealth;
+pub use synthetic::SyntheticSource;
+pub use synthetic_part::{save_dataset, PartGenerator, PartSpec, SyntheticPart};
+pub mod trigger;
+
+use crate::config::{CameraConfig, Config};
+use crate::frame::{DefectKind, Frame, PixelFormat};
+use anyhow::Context;
+
+/// Paces a replayed or simulated line: one part every `period_ns`, numbered in order.
+pub struct Pacer {
+    period_ns: u64,
+    next_id: u64,
+    /// When the next part passes the camera; set by the first part.
+    next_due_ns: Option<u64>,
+}
+
+impl Pacer {
+    pub fn new(parts_per_second: f64) -> Pacer {
+        Pacer {
+            period_ns: (1e9 / parts_per_second) as u64,
+            next_id: 0,
+            next_due_ns: None,
+        }
+    }
+
+    /// Waits for the next part's moment; returns its id and capture time. A line that
+    /// fell behind keeps its pitch from now on instead of bunching parts up.
+    pub fn wait_for_part(&mut self) -> (u64, u64) {
+        let due = *self.next_due_ns.get_or_insert_with(crate::clock::now_ns);
+        crate::clock::sleep_until(due, std::time::Duration::from_secs(60));
+        let capture_ns = crate::clock::now_ns();
+        self.next_due_ns = Some(due.max(capture_ns.saturating_sub(self.period_ns)) + self.period_ns);
+        self.next_id += 1;
+        (self.next_id - 1, capture_ns)
+    }
+
+    pub fn parts_per_second(&self) -> f64 {
+        1e9 / self.period_ns as f64
+    }
+}
+
+/// A camera or stand-in. `next_frame` blocks until the next part arrives.
+pub trait Source: Send {
+    /// The next part's frame, or `None` when the source has no more parts.
+    fn next_frame(&mut self) -> anyhow::Result<Option<Frame>>;
+    /// One line for logs: what this source is.
+    fn describe(&self) -> String;
+    /// Camera losses, recoveries and frame counts so far, for sources that watch a camera.
+    fn health(&self) -> Option<CameraHealth> {
+        None
+    }
+}
+
+/// Opens the configured camera and trigger: the source the pipeline reads parts from.
+/// `channels` is what the model wants, so that a camera delivers it without a second conversion.
+/// Fails if the camera cannot be opened now; once running, a lost camera is reopened.
+pub fn open(config: &Config, channels: PixelFormat) -> anyhow::Result<Box<dyn Source>> {
+    supervise::open(config, channels)
+}
+
+/// Opens the configured device source once, unsupervised (check, collect, and each
+/// reopen after a loss). `stall` bounds how long one `next_frame` may wait for a frame.
+pub fn open_device(
+    config: &Config,
+    channels: PixelFormat,
+    stall: std::time::Duration,
+) -> anyhow::Result<Box<dyn Source>> {
+    Ok(match &config.camera {
+        CameraConfig::Synthetic {
+            width,
+            height,
+            parts_per_second,
+            defect_ratio,
+            defect_kinds,
+            seed,
+        } => {
+            let kinds = if defect_kinds.is_empty() {
+                DefectKind::ALL.to_vec()
+            } else {
+                // Validated in config.rs.
+                defect_kinds.iter().filter_map(|k| DefectKind::parse(k)).collect()
+            };
+            let spec = PartSpec {
+                width: *width,
+                height: *height,
+                defect_ratio: *defect_ratio,
+                defect_kinds: kinds,
+                seed: *seed,
+            };
+            Box::new(SyntheticSource::new(spec, *parts_per_second))
+        }
+        CameraConfig::Folder {
+            path,
+            parts_per_second,
+            looped,
+        } => {
+            let dir = config.resolve(path);
+            Box::new(
+                FolderSource::open(&dir, *parts_per_second, *looped)
+                    .with_context(|| format!("camera.path: cannot use {}", dir.display()))?,
+            )
+        }
+        CameraConfig::V4l2(c) => Box::new(v4l2::V4l2Source::open(c, channels, stall)?),
+        #[cfg(feature = "gstreamer")]
+        CameraConfig::Gstreamer(c) => Box::new(gst::GstSource::open(c, channels, stall)?),
+        #[cfg(not(feature = "gstreamer"))]
+        CameraConfig::Gstreamer(_) => anyhow::bail!(
+            "camera.kind: \"gstreamer\" needs a linesight built with the `gstreamer` feature \
+             (cargo build --release --features gstreamer); this one was built without it"
+        ),
+    })
+}
