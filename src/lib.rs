@@ -8,7 +8,8 @@
 //! ```
 //!
 //! `runtime` opens the live objects a validated `config` names; `pipeline` runs them as
-//! threads. The leaves everything may use: `frame`, `stats`, `clock`, `gpio`, `dataset`.
+//! threads. The leaves everything may use: `frame`, `stats`, `clock`, `gpio`, `dataset`,
+//! `logging`.
 //! `commands` holds one file per subcommand (the tools sit there, apart from the line).
 
 // leaves
@@ -17,6 +18,7 @@ pub mod config;
 pub mod dataset;
 pub mod frame;
 pub mod gpio;
+pub mod logging;
 pub mod stats;
 
 // the line, in the data's order

@@ -29,6 +29,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    linesight::logging::init();
     let result = match Cli::parse().command {
         Command::Run(a) => commands::run::run(a),
         Command::Check(a) => commands::check::run(a),
@@ -42,9 +43,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("linesight: error: {e}");
+            let p = linesight::logging::prefix(log::Level::Error);
+            eprintln!("{p}linesight: error: {e}");
             for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                eprintln!("{p}  caused by: {cause}");
             }
             ExitCode::FAILURE
         }

@@ -131,7 +131,7 @@ fn service() -> Option<&'static Service> {
             let notifier = match Notifier::new(&settings.socket) {
                 Ok(n) => n,
                 Err(e) => {
-                    eprintln!("linesight: WARN systemd notification socket unusable: {e}");
+                    log::warn!("systemd notification socket unusable: {e}");
                     return None;
                 }
             };
@@ -156,7 +156,7 @@ impl Service {
     fn send(&self, msg: &str) {
         if let Err(e) = self.notifier.send(msg) {
             if !self.send_failed.swap(true, Ordering::Relaxed) {
-                eprintln!("linesight: WARN cannot notify systemd: {e} (further failures not shown)");
+                log::warn!("cannot notify systemd: {e} (further failures not shown)");
             }
         }
     }
@@ -172,9 +172,9 @@ pub fn ready(what: &str) {
     s.send(&format!("READY=1\nSTATUS=ready: {what}"));
     let ns = s.tick_ns as f64 / 1e9;
     if s.watchdog {
-        eprintln!("linesight: systemd notified: ready; watchdog fed every {ns:.2} s by the judge's heartbeat");
+        log::info!("systemd notified: ready; watchdog fed every {ns:.2} s by the judge's heartbeat");
     } else {
-        eprintln!("linesight: systemd notified: ready (no watchdog asked for)");
+        log::info!("systemd notified: ready (no watchdog asked for)");
     }
 }
 
@@ -211,8 +211,8 @@ pub fn beat() {
     }
     if let Some(t) = stuck_s {
         if !s.stall_logged.swap(true, Ordering::Relaxed) {
-            eprintln!(
-                "linesight: WARN inspection stuck on one frame for {t:.1} s: watchdog ping withheld{}",
+            log::warn!(
+                "inspection stuck on one frame for {t:.1} s: watchdog ping withheld{}",
                 if s.watchdog {
                     "; systemd restarts linesight if it lasts past WatchdogSec"
                 } else {
@@ -226,7 +226,7 @@ pub fn beat() {
     } else {
         if recovered {
             s.stall_logged.store(false, Ordering::Relaxed);
-            eprintln!("linesight: inspection is moving again: watchdog fed again");
+            log::info!("inspection is moving again: watchdog fed again");
         }
         if !s.stopping.load(Ordering::Relaxed) {
             msg.push_str(&format!("STATUS=inspecting, {parts} parts ({rejects} rejected)"));

@@ -25,8 +25,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let stop = super::stop_on_signals()?;
     let rt = Runtime::open(config, args.results.as_deref())?;
     let m = &rt.detector.manifest;
-    eprintln!(
-        "linesight: model {} ({}), threshold {} ({})",
+    log::info!(
+        "model {} ({}), threshold {} ({})",
         m.name,
         m.dir.display(),
         rt.threshold.0,
@@ -37,18 +37,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     );
     if let Some(lib) = model::library::loaded() {
-        eprintln!(
-            "linesight: ONNX Runtime {} ({}), execution provider {}",
+        log::info!(
+            "ONNX Runtime {} ({}), execution provider {}",
             lib.path.display(),
             lib.origin,
             rt.detector.serving.detail
         );
     }
-    eprintln!("linesight: camera {}", rt.source.describe());
-    eprintln!("linesight: results {}", rt.results.path().display());
+    log::info!("camera {}", rt.source.describe());
+    log::info!("results {}", rt.results.path().display());
     if rt.results.repaired_bytes > 0 {
-        eprintln!(
-            "linesight: WARN results file ended in a torn line (a crash?): cut {} bytes before appending",
+        log::warn!(
+            "results file ended in a torn line (a crash?): cut {} bytes before appending",
             rt.results.repaired_bytes
         );
     }
@@ -56,8 +56,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     print!("{}", report.render());
     if report.record_errors > 0 || report.pulses.errors > 0 {
         eprintln!(
-            "linesight: error: {} results could not be written, {} output edges failed",
-            report.record_errors, report.pulses.errors
+            "{}linesight: error: {} results could not be written, {} output edges failed",
+            crate::logging::prefix(log::Level::Error),
+            report.record_errors,
+            report.pulses.errors
         );
         return Ok(ExitCode::FAILURE);
     }

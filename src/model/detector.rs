@@ -125,8 +125,8 @@ impl Detector {
                     if let Some(dir) = &serving.engine_cache {
                         let secs = started.elapsed().as_secs_f64();
                         if secs > 10.0 {
-                            eprintln!(
-                                "linesight: TensorRT engine built in {secs:.0} s and cached in {}; the next start will be fast",
+                            log::info!(
+                                "TensorRT engine built in {secs:.0} s and cached in {}; the next start will be fast",
                                 dir.display()
                             );
                         }
@@ -169,8 +169,8 @@ impl Detector {
             .with_context(|| format!("model {} does not match its manifest", d.manifest.onnx_path().display()))?;
         if gpu {
             if let Err(e) = d.probe() {
-                eprintln!(
-                    "linesight: WARN this ONNX Runtime refused the GPU I/O binding ({e:#}); using ordinary host memory, map copied back every run"
+                log::warn!(
+                    "this ONNX Runtime refused the GPU I/O binding ({e:#}); using ordinary host memory, map copied back every run"
                 );
                 let (input, with_map, _) = bindings(&d.session, &d.manifest, &d.serving, false)?;
                 (d.input, d.with_map, d.without_map) = (input, with_map, None);

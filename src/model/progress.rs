@@ -21,10 +21,7 @@ pub fn while_running<T>(what: &str, engine_build: bool, f: impl FnOnce() -> T) -
                 } else {
                     ""
                 };
-                eprintln!(
-                    "linesight: {what}: {:.0} s so far{why}",
-                    started.elapsed().as_secs_f64()
-                );
+                log::info!("{what}: {:.0} s so far{why}", started.elapsed().as_secs_f64());
                 next += EVERY;
             }
         });
