@@ -207,25 +207,19 @@ mod tests {
 
     #[test]
     fn truth_comes_from_the_folder_layout() {
-        assert_eq!(truth_of(Path::new("/data/good/a.png")), Some(Truth::Good));
-        assert_eq!(
-            truth_of(Path::new("/data/defect/crack_001.png")),
-            Some(Truth::Defect(Some("crack".into())))
-        );
-        assert_eq!(
-            truth_of(Path::new("/data/defect/blowhole/x_1.jpg")),
-            Some(Truth::Defect(Some("blowhole".into())))
-        );
-        assert_eq!(
-            truth_of(Path::new("/data/defect/missing_hole_000123.png")),
-            Some(Truth::Defect(Some("missing_hole".into())))
-        );
-        assert_eq!(
-            truth_of(Path::new("/data/defect/blowhole__exp1_num_4.jpg")),
-            Some(Truth::Defect(Some("blowhole".into())))
-        );
-        assert_eq!(truth_of(Path::new("/data/defect/odd.png")), Some(Truth::Defect(None)));
-        assert_eq!(truth_of(Path::new("/data/a.png")), None);
+        let defect = |k: &str| Some(Truth::Defect(Some(k.to_string())));
+        for (file, truth) in [
+            ("/data/good/a.png", Some(Truth::Good)),
+            ("/data/defect/crack_001.png", defect("crack")),
+            ("/data/defect/blowhole/x_1.jpg", defect("blowhole")),
+            ("/data/defect/missing_hole_000123.png", defect("missing_hole")),
+            ("/data/defect/blowhole__exp1_num_4.jpg", defect("blowhole")),
+            ("/data/defect/odd.png", Some(Truth::Defect(None))),
+            ("/data/defect/good/a.png", Some(Truth::Good)),
+            ("/data/a.png", None),
+        ] {
+            assert_eq!(truth_of(Path::new(file)), truth, "{file}");
+        }
     }
 
     #[derive(Deserialize)]
