@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! source ──frame──▶ preprocess ──tensor──▶ model ──score, map──▶ judge ──▶ actuate
-//!                                                                  └──▶ record
+//!                                                                  └──▶ record ──▶ sinks
 //! ```
 //!
 //! `runtime` opens the live objects a validated `config` names; `pipeline` runs them as
@@ -27,6 +27,7 @@ pub mod judge;
 pub mod model;
 pub mod preprocess;
 pub mod record;
+pub mod sinks;
 pub mod source;
 
 // composition

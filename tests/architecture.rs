@@ -22,6 +22,7 @@ const LAYERS: &[&[(&str, &[&str])]] = &[
     &[("model", &[])],
     &[("preprocess", &[])],
     &[("actuate", &[]), ("record", &[]), ("service", &[])],
+    &[("sinks", &[])],
     // composition: opens the live objects, then runs them
     &[("runtime", &[])],
     &[("pipeline", &[])],
