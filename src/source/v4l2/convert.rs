@@ -5,6 +5,7 @@
 //! colour the model wants, and the kernel buffer is queued back at once so that the
 //! driver never runs short while a frame waits for inference.
 
+use crate::config::V4l2PixelFormat;
 use crate::frame::{PixelFormat, Pixels};
 
 /// A packed pixel format by its V4L2 four-character code.
@@ -18,16 +19,22 @@ pub enum FourCc {
     Mjpg,
 }
 
+impl From<V4l2PixelFormat> for FourCc {
+    fn from(f: V4l2PixelFormat) -> FourCc {
+        match f {
+            V4l2PixelFormat::Grey => FourCc::Grey,
+            V4l2PixelFormat::Yuyv => FourCc::Yuyv,
+            V4l2PixelFormat::Mjpg => FourCc::Mjpg,
+        }
+    }
+}
+
 impl FourCc {
     pub const PREFERENCE: [FourCc; 3] = [FourCc::Grey, FourCc::Yuyv, FourCc::Mjpg];
 
+    /// A format by name, with the aliases `camera.pixel_format` accepts (config owns them).
     pub fn parse(s: &str) -> Option<FourCc> {
-        match s.to_ascii_uppercase().as_str() {
-            "GREY" | "GRAY" | "Y8" => Some(FourCc::Grey),
-            "YUYV" | "YUY2" => Some(FourCc::Yuyv),
-            "MJPG" | "MJPEG" => Some(FourCc::Mjpg),
-            _ => None,
-        }
+        V4l2PixelFormat::parse(s).map(FourCc::from)
     }
 
     pub fn code(self) -> u32 {

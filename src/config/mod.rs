@@ -1,0 +1,229 @@
+//! The configuration file: pure data (serde) plus validation that lists every problem.
+//!
+//! Phase one of two: nothing here opens a device or a library, and nothing here imports
+//! the run path (only the leaf `frame`). `runtime` builds the live objects from a
+//! validated `Config`.
+//!
+//! One file per `[section]`, each with its fields, its defaults and its validation. The
+//! doc comment on each field is the user's documentation of that key. A section whose
+//! keys all have defaults writes them once, in its `impl Default` (`#[serde(default)]` on
+//! the struct); one with required keys names a default function per optional key, since
+//! serde's container default would fill the required keys too. Rules between sections
+//! live here, in `Config::cross_section_problems`. Relative paths are resolved against
+//! the folder that holds the config file.
+
+mod camera;
+mod decision;
+mod faults;
+mod model;
+mod output;
+mod record;
+mod reject;
+mod runtime;
+mod status;
+mod trigger;
+
+pub use camera::{CameraConfig, EndOfStream, GstreamerCamera, V4l2Camera, V4l2PixelFormat};
+pub use decision::DecisionConfig;
+pub use faults::FaultsConfig;
+pub use model::ModelConfig;
+pub use output::{LineRef, OutputConfig};
+pub use record::{RecordConfig, SaveImages};
+pub use reject::RejectConfig;
+pub use runtime::{ConvSearch, CudaConfig, ProviderKind, RuntimeConfig, TensorRtConfig};
+pub use status::StatusConfig;
+pub use trigger::{GpioTrigger, LineBias, TriggerConfig, TriggerEdge};
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The whole `linesight.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where frames come from.
+    pub camera: CameraConfig,
+    /// Which model inspects the parts.
+    pub model: ModelConfig,
+    /// ONNX Runtime settings.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    /// How a score becomes a verdict, and by when.
+    #[serde(default)]
+    pub decision: DecisionConfig,
+    /// The reject output that fires the ejector.
+    pub reject: RejectConfig,
+    /// Where verdicts are recorded.
+    #[serde(default)]
+    pub record: RecordConfig,
+    /// Deliberate faults, for commissioning drills and tests of the fail-safe path.
+    /// Leave out in production.
+    #[serde(default)]
+    pub faults: FaultsConfig,
+    /// What makes a part: every frame (`free_run`), or a part-present sensor on a GPIO input.
+    #[serde(default)]
+    pub trigger: TriggerConfig,
+    /// linesight's own health: the fault output, and how a lost camera is detected and reopened.
+    #[serde(default)]
+    pub status: StatusConfig,
+    /// The folder of the config file; relative paths are resolved against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        Config::parse(&text, path, base)
+    }
+
+    /// Parses and validates config text; `path` only names it in messages.
+    pub fn parse(text: &str, path: &Path, base_dir: PathBuf) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: parse_message(&e, text),
+        })?;
+        config.base_dir = base_dir;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            })
+        }
+    }
+
+    /// A path from the config, resolved against the config file's folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// Every problem at once, each with its key path, in the order of the file's sections.
+    /// No I/O.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut p = Problems::default();
+        self.camera.validate(&mut p);
+        self.model.validate(&mut p);
+        self.runtime.validate(&mut p);
+        self.decision.validate(&mut p);
+        // Right after [decision], so that the decision.* problems are listed together.
+        self.cross_section_problems(&mut p);
+        self.reject.validate(&mut p);
+        self.record.validate(&mut p);
+        self.faults.validate(&mut p);
+        self.trigger.validate(&mut p);
+        self.status.validate(&mut p);
+        p.0
+    }
+
+    /// The rules between sections: a part's times must nest, trigger window inside the
+    /// decision deadline inside the reject delay. A value its own section already rejected
+    /// (a zero deadline, an empty window) is not compared again.
+    fn cross_section_problems(&self, p: &mut Problems) {
+        let deadline = self.decision.deadline_ms;
+        let delay = self.reject.delay_ms;
+        if deadline > 0 && deadline >= delay {
+            p.bad(
+                "decision.deadline_ms",
+                format!(
+                    "must be shorter than reject.delay_ms ({delay} ms), or a late verdict could not reach the ejector in time; found {deadline} ms"
+                ),
+            );
+        }
+        if let TriggerConfig::Gpio(t) = &self.trigger {
+            if t.window_start_ms < t.window_end_ms && t.window_end_ms >= deadline {
+                p.bad(
+                    "trigger.window_end_ms",
+                    format!(
+                        "must be shorter than decision.deadline_ms ({deadline} ms): a part waits this long for its frame before inspection; found {} ms",
+                        t.window_end_ms
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The one collector every section validates into, in the order the problems are found.
+#[derive(Debug, Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    /// `key` is the whole key path, as the user reads it: `reject.output.chip`, `runtime.providers[2]`.
+    fn bad(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// One problem in a config, with the key it is about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {path} is not valid TOML for linesight: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path} has {} problem(s):\n{}", problems.len(), list(problems))]
+    Invalid { path: PathBuf, problems: Vec<Problem> },
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// toml's message on one line, with the offending source line:
+/// "TOML parse error at line L, column C: what (at `key = value`)".
+fn parse_message(e: &toml::de::Error, source: &str) -> String {
+    let text = e.to_string();
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains('|'));
+    let head = lines.next().unwrap_or_default().to_string();
+    let rest: Vec<_> = lines.collect();
+    let mut msg = if rest.is_empty() {
+        head
+    } else {
+        format!("{head}: {}", rest.join(" "))
+    };
+    if let Some(span) = e.span() {
+        let start = source[..span.start].rfind('\n').map_or(0, |i| i + 1);
+        let end = source[span.start..].find('\n').map_or(source.len(), |i| span.start + i);
+        msg += &format!(" (at `{}`)", source[start..end].trim());
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests;
