@@ -19,6 +19,7 @@ use crate::model::Detector;
 use crate::preprocess;
 use crate::record::{MetricsFile, PartRecord, ResultsLog, RunStats, Snapshot, StageLatency, Summary};
 use crate::runtime::Runtime;
+use crate::sinks::{LineEvent, LineState, RunState, Sinks};
 use crate::source::{self, Source};
 use anyhow::Context;
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -107,6 +108,8 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
         reject,
         results,
         threshold,
+        sinks,
+        info: _,
     } = rt;
 
     let (judge_tx, judge_rx) = unbounded::<ToJudge>();
@@ -142,6 +145,7 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
             progress_s,
             (save_dir, threshold),
             metrics,
+            sinks,
         )
     })?;
     let judge = {
@@ -482,6 +486,7 @@ fn record_loop(
     progress_s: f64,
     (save_dir, threshold): (std::path::PathBuf, Threshold),
     metrics: Option<MetricsFile>,
+    sinks: Sinks,
 ) -> (RunStats, u64) {
     let mut stats = RunStats::new(started_ns);
     let mut errors = 0u64;
@@ -496,13 +501,22 @@ fn record_loop(
             }
         }
     };
+    let state = |stats: &RunStats, run_state, last_part| {
+        LineEvent::State(Arc::new(LineState {
+            run_state,
+            unix_ms: unix_ms(),
+            summary: stats.summary(),
+            camera: None,
+            last_part,
+        }))
+    };
     for Recorded { record, snapshot } in records {
-        if let Some(snap) = snapshot {
-            // Images are a help, not the record: a failure is reported, the verdict stands.
-            if let Err(e) = snap.save(&save_dir, record.id, record.reason.as_str(), threshold.0) {
-                eprintln!("linesight: WARN part {}: image not saved: {e:#}", record.id);
-            }
-        }
+        // Images are a help, not the record: a failure is reported, the verdict stands.
+        let image = snapshot.and_then(|snap| {
+            snap.save(&save_dir, record.id, record.reason.as_str(), threshold.0)
+                .map_err(|e| eprintln!("linesight: WARN part {}: image not saved: {e:#}", record.id))
+                .ok()
+        });
         if let Err(e) = results.append(&record) {
             errors += 1;
             if errors == 1 || errors.is_power_of_two() {
@@ -513,9 +527,16 @@ fn record_loop(
             }
         }
         stats.add(&record);
+        let id = record.id;
+        sinks.send(LineEvent::Part {
+            seq: stats.parts,
+            record: Arc::new(record),
+            image,
+        });
         let now = clock::now_ns();
         if now - metrics_ns >= 1_000_000_000 {
             write_metrics(&stats);
+            sinks.send(state(&stats, RunState::Running, Some(id)));
             metrics_ns = now;
         }
         if every_ns > 0 && now - last_ns >= every_ns {
@@ -533,9 +554,20 @@ fn record_loop(
         eprintln!();
     }
     write_metrics(&stats);
+    sinks.send(state(&stats, RunState::Stopping, None));
+    // Bounded: a hung broker or browser must not hold up the end of the run.
+    sinks.stop(Duration::from_secs(2));
     if let Err(e) = results.sync() {
         errors += 1;
         eprintln!("linesight: ERROR {e:#}");
     }
     (stats, errors)
+}
+
+/// Wall-clock time, Unix ms (0 if the clock is before 1970).
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

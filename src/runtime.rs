@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::judge::Threshold;
 use crate::model::{Detector, Manifest};
 use crate::record::ResultsLog;
+use crate::sinks::{self, LineInfo, Sinks};
 use crate::source::{self, Source};
 use anyhow::Context;
 use std::path::Path;
@@ -20,6 +21,9 @@ pub struct Runtime {
     pub reject: Box<dyn RejectLine>,
     pub results: ResultsLog,
     pub threshold: Threshold,
+    /// The plant's side (MQTT, web page), off the frame path.
+    pub sinks: Sinks,
+    pub info: LineInfo,
 }
 
 impl Runtime {
@@ -42,6 +46,14 @@ impl Runtime {
         let results = ResultsLog::open(&results_path)?;
         // The output is opened last, deasserted, once everything else is ready.
         let reject = actuate::open(&config)?;
+        let info = LineInfo::new(
+            &config,
+            &detector.manifest,
+            &detector.serving.detail,
+            threshold.0,
+            reject.describe(),
+        );
+        let sinks = sinks::open(&config, &info)?;
         Ok(Runtime {
             config,
             source,
@@ -49,6 +61,8 @@ impl Runtime {
             reject,
             results,
             threshold,
+            sinks,
+            info,
         })
     }
 }

@@ -70,6 +70,9 @@ pub struct Config {
     /// The folder of the config file; relative paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The file's text as read: its checksum says which settings a line runs with.
+    #[serde(skip)]
+    pub text: String,
 }
 
 impl Config {
@@ -90,6 +93,7 @@ impl Config {
             message: parse_message(&e, text),
         })?;
         config.base_dir = base_dir;
+        config.text = text.to_string();
         let problems = config.problems();
         if problems.is_empty() {
             Ok(config)

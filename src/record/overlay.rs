@@ -40,8 +40,15 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Writes `<dir>/<id>_<reason>.png`: the frame in grey with the map in red.
-    pub fn save(&self, dir: &std::path::Path, id: u64, reason: &str, threshold: f32) -> anyhow::Result<()> {
+    /// Writes `<dir>/<id>_<reason>.png` (the frame in grey with the map in red) and
+    /// returns its path.
+    pub fn save(
+        &self,
+        dir: &std::path::Path,
+        id: u64,
+        reason: &str,
+        threshold: f32,
+    ) -> anyhow::Result<std::path::PathBuf> {
         use anyhow::Context;
         let p = &self.pixels;
         let gray = match p.format {
@@ -57,6 +64,7 @@ impl Snapshot {
         let path = dir.join(format!("{id:08}_{reason}.png"));
         overlay(&img, Some(&self.map), threshold, self.resize)
             .save(&path)
-            .with_context(|| format!("cannot write {}", path.display()))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
     }
 }

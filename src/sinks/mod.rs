@@ -11,6 +11,8 @@
 
 pub mod feed;
 
+use crate::config::Config;
+use crate::model::Manifest;
 use crate::record::{PartRecord, Summary};
 use crate::source::CameraHealth;
 use feed::{FeedReceiver, FeedSender};
@@ -73,6 +75,31 @@ pub struct LineState {
     pub camera: Option<CameraHealth>,
     /// The last part decided, if any.
     pub last_part: Option<u64>,
+}
+
+impl LineInfo {
+    /// The run's facts; `run_id` is new at every start (Unix ms and process id, in hex).
+    pub fn new(config: &Config, model: &Manifest, provider: &str, threshold: f32, reject_output: String) -> LineInfo {
+        use sha2::Digest;
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        LineInfo {
+            run_id: format!("{unix_ms:x}-{:x}", std::process::id()),
+            model: model.name.clone(),
+            model_sha256: model.sha256.clone(),
+            provider: provider.to_string(),
+            config_sha256: crate::model::hex(&sha2::Sha256::digest(config.text.as_bytes())),
+            config_text: config.text.clone(),
+            threshold,
+            reject_output,
+        }
+    }
+}
+
+/// Starts the sinks the config names (none by default).
+pub fn open(_config: &Config, _info: &LineInfo) -> anyhow::Result<Sinks> {
+    Ok(Sinks::none())
 }
 
 /// The started sinks. Dropping it (or `stop`) closes their feeds; each sink then sends
