@@ -278,8 +278,27 @@ mod tests {
         pulse_ns: 40 * MS,
     };
 
+    /// Every reason but a clean score: each must reject.
+    const FAIL_SAFE: [Reason; 6] = [
+        Reason::DeadlineMissed,
+        Reason::InferenceError,
+        Reason::BrokenFrame,
+        Reason::Overload,
+        Reason::MissingFrame,
+        Reason::CameraLost,
+    ];
+
     fn judge() -> Judge<()> {
         Judge::new(Threshold(0.5), TIMING)
+    }
+
+    /// A judge that has seen `count` parts, captured `every_ns` apart from time 0.
+    fn judge_with_parts(count: u64, every_ns: u64) -> Judge<()> {
+        let mut j = judge();
+        for id in 0..count {
+            j.captured(part(id, id * every_ns));
+        }
+        j
     }
 
     fn part(id: u64, capture_ns: u64) -> Captured {
@@ -327,14 +346,7 @@ mod tests {
         assert_eq!(t.judge(0.5).verdict(), Verdict::Pass);
         assert_eq!(t.judge(0.51).verdict(), Verdict::Reject);
         assert_eq!(t.judge(f32::NAN).verdict(), Verdict::Reject);
-        for r in [
-            Reason::DeadlineMissed,
-            Reason::InferenceError,
-            Reason::BrokenFrame,
-            Reason::Overload,
-            Reason::MissingFrame,
-            Reason::CameraLost,
-        ] {
+        for r in FAIL_SAFE {
             assert_eq!(r.verdict(), Verdict::Reject, "{r:?} must be fail-safe");
         }
     }
@@ -360,10 +372,7 @@ mod tests {
 
     #[test]
     fn outcomes_out_of_order_are_decided_in_capture_order() {
-        let mut j = judge();
-        for id in 0..3 {
-            j.captured(part(id, id * 10 * MS));
-        }
+        let mut j = judge_with_parts(3, 10 * MS);
         j.outcome(scored(2, 0.1));
         j.outcome(scored(1, 0.9));
         assert!(j.decide(20 * MS, 0).is_empty(), "part 0 is still in time and first");
@@ -400,10 +409,7 @@ mod tests {
 
     #[test]
     fn a_stall_holds_the_parts_behind_until_the_fronts_deadline_then_decides_them_at_once() {
-        let mut j = judge();
-        for id in 0..4 {
-            j.captured(part(id, id * 10 * MS));
-        }
+        let mut j = judge_with_parts(4, 10 * MS);
         for id in 1..4 {
             j.outcome(scored(id, 0.1));
         }
@@ -438,10 +444,7 @@ mod tests {
 
     #[test]
     fn the_shutdown_drain_decides_every_pending_part_at_its_deadline_then_is_done() {
-        let mut j = judge();
-        for id in 0..3 {
-            j.captured(part(id, id * 100 * MS));
-        }
+        let mut j = judge_with_parts(3, 100 * MS);
         j.outcome(scored(1, 0.1));
         // The inputs close here: only time moves on.
         let mut decided = Vec::new();
@@ -497,21 +500,13 @@ mod tests {
 
     #[test]
     fn a_fail_safe_reason_never_passes() {
-        let reasons = [
-            Reason::DeadlineMissed,
-            Reason::InferenceError,
-            Reason::BrokenFrame,
-            Reason::Overload,
-            Reason::MissingFrame,
-            Reason::CameraLost,
-        ];
         let mut j = judge();
-        for (id, &r) in reasons.iter().enumerate() {
+        for (id, &r) in FAIL_SAFE.iter().enumerate() {
             j.captured(part(id as u64, 0));
             j.outcome(failed(id as u64, r));
         }
         for d in j.decide(0, 0) {
-            assert_eq!(d.reason, reasons[d.id as usize]);
+            assert_eq!(d.reason, FAIL_SAFE[d.id as usize]);
             assert_eq!(d.verdict, Verdict::Reject, "{:?} must be fail-safe", d.reason);
             assert!(d.eject_ns.is_some() && d.score.is_none() && d.detail.is_some());
         }
