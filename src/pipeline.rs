@@ -6,15 +6,15 @@
 //! ```
 //!
 //! Each stage is a thread; channels are bounded where a stage can fall behind. The
-//! judge decides parts strictly in capture order: a part whose outcome has not
-//! arrived by its deadline is rejected, whatever arrives later.
+//! judge thread runs `judge::Judge` (the fail-safe core) against the clock: parts are
+//! decided strictly in capture order, and a part whose outcome has not arrived by its
+//! deadline is rejected, whatever arrives later.
 
 use crate::actuate::{self, PulseStats, Window};
 use crate::clock;
 use crate::config::{FaultsConfig, SaveImages};
-use crate::frame::Reason;
-use crate::frame::{Frame, Truth};
-use crate::judge::Threshold;
+use crate::frame::{Frame, Reason, Truth};
+use crate::judge::{Captured, Decision, Failure, InspectionLatency, Judge, Threshold, Timing};
 use crate::model::Detector;
 use crate::preprocess;
 use crate::record::{MetricsFile, PartRecord, ResultsLog, RunStats, Snapshot, StageLatency, Summary};
@@ -23,7 +23,6 @@ use crate::sinks::{LineEvent, LineState, RunState, Sinks};
 use crate::source::{self, Source};
 use anyhow::Context;
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TrySendError};
-use std::collections::{HashMap, VecDeque};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -66,25 +65,9 @@ impl Report {
     }
 }
 
-/// A part as it passed the camera, announced to the judge before inspection starts.
-struct Captured {
-    id: u64,
-    capture_ns: u64,
-    frame_ns: Option<u64>,
-    /// The part has no image (missing frame, camera lost): its outcome is known already.
-    no_image: Option<(Reason, String)>,
-    truth: Option<Truth>,
-    origin: Option<String>,
-}
-
-/// What inspection made of a part.
-struct Outcome {
-    id: u64,
-    result: Result<f32, (Reason, String)>,
-    latency: StageLatency,
-    /// The frame and its anomaly map, when `record.save` wants this part's image.
-    snapshot: Option<Snapshot>,
-}
+/// What inspection made of a part; the snapshot (the frame and its anomaly map) is kept
+/// when `record.save` wants this part's image.
+type Outcome = crate::judge::Outcome<Snapshot>;
 
 /// What the recorder gets for each part.
 struct Recorded {
@@ -122,11 +105,11 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
     let provider = detector.serving.detail.clone();
     let started_ns = clock::now_ns();
     let faults = config.faults.clone();
-    let deadline_ns = clock::ms_to_ns(config.decision.deadline_ms);
-    let (delay_ns, pulse_ns) = (
-        clock::ms_to_ns(config.reject.delay_ms),
-        clock::ms_to_ns(config.reject.pulse_ms),
-    );
+    let timing = Timing {
+        deadline_ns: clock::ms_to_ns(config.decision.deadline_ms),
+        reject_delay_ns: clock::ms_to_ns(config.reject.delay_ms),
+        pulse_ns: clock::ms_to_ns(config.reject.pulse_ms),
+    };
     let progress_s = config.record.progress_s;
     let save = config.record.save;
     let save_dir = config.resolve(&config.record.save_dir);
@@ -151,15 +134,7 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
     let judge = {
         let judge_rx = judge_rx.clone();
         spawn("judge", move || {
-            judge_loop(
-                judge_rx,
-                threshold,
-                deadline_ns,
-                delay_ns,
-                pulse_ns,
-                window_tx,
-                record_tx,
-            )
+            judge_loop(judge_rx, Judge::new(threshold, timing), window_tx, record_tx)
         })?
     };
     drop(judge_rx);
@@ -167,7 +142,7 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
         let judge_tx = judge_tx.clone();
         let faults = faults.clone();
         spawn("inspect", move || {
-            inspect_loop(detector, frame_rx, judge_tx, faults, (save, threshold), deadline_ns)
+            inspect_loop(detector, frame_rx, judge_tx, faults, (save, threshold), timing)
         })?
     };
     crate::service::ready(&format!("model {model_name} warm, reject output {output} armed")); // systemd READY=1
@@ -225,7 +200,11 @@ fn source_loop(
             }
         }
         let (id, capture_ns) = (frame.id, frame.capture_ns);
-        let no_image = frame.image.as_ref().err().map(|e| (e.reason, e.detail.clone()));
+        let no_image = frame
+            .image
+            .as_ref()
+            .err()
+            .map(|e| Failure::new(e.reason, e.detail.clone()));
         // The judge hears of the part first, so that its deadline runs from now on.
         let _ = judge.send(ToJudge::Captured(Captured {
             id,
@@ -242,14 +221,14 @@ fn source_loop(
         match frames.try_send(frame) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                let reason = (
+                let overload = Failure::new(
                     Reason::Overload,
-                    "inspection queue full: the line is faster than inference".into(),
+                    "inspection queue full: the line is faster than inference",
                 );
                 let _ = judge.send(ToJudge::Outcome(Outcome {
                     id,
-                    result: Err(reason),
-                    latency: StageLatency::default(),
+                    result: Err(overload),
+                    latency: InspectionLatency::default(),
                     snapshot: None,
                 }));
             }
@@ -271,7 +250,7 @@ fn inspect_loop(
     judge: Sender<ToJudge>,
     faults: FaultsConfig,
     (save, threshold): (SaveImages, Threshold),
-    deadline_ns: u64,
+    timing: Timing,
 ) -> u64 {
     let spec = detector.manifest.input.clone();
     let want_map = save != SaveImages::None && detector.manifest.outputs.anomaly_map.is_some();
@@ -279,43 +258,38 @@ fn inspect_loop(
     for frame in frames {
         crate::service::inspecting(true); // service: a frame stuck here withholds the watchdog
         let t0 = clock::now_ns();
-        let mut latency = StageLatency {
+        let mut latency = InspectionLatency {
             queue_ms: Some(clock::ns_to_ms(t0.saturating_sub(frame.capture_ns))),
             ..Default::default()
         };
-        // The judge has rejected this part already: running the model on it would only
-        // delay the parts behind it, so after a stall the stage catches up at once.
-        let expired = t0 >= frame.capture_ns + deadline_ns;
-        skipped += u64::from(expired);
+        // Already rejected by the judge: the stage skips it and catches up on fresh parts.
+        let expired = timing.expired_before_inspection(frame.capture_ns, t0);
+        skipped += u64::from(expired.is_some());
         let result = (|| {
-            if expired {
-                return Err((
-                    Reason::DeadlineMissed,
-                    format!(
-                        "not inspected: {} ms after capture when inspection could start (deadline {} ms)",
-                        (t0 - frame.capture_ns) / 1_000_000,
-                        deadline_ns / 1_000_000
-                    ),
-                ));
+            if let Some(expired) = expired {
+                return Err(expired);
             }
-            let pixels = frame.image.as_ref().map_err(|e| (e.reason, e.detail.clone()))?;
+            let pixels = frame
+                .image
+                .as_ref()
+                .map_err(|e| Failure::new(e.reason, e.detail.clone()))?;
             // written straight into the bound input tensor: no copy, no allocation
             preprocess::to_tensor(pixels, &spec, detector.input_mut())
-                .map_err(|e| (Reason::BrokenFrame, e.to_string()))?;
+                .map_err(|e| Failure::new(Reason::BrokenFrame, e.to_string()))?;
             let t1 = clock::now_ns();
             latency.preprocess_ms = Some(clock::ns_to_ms(t1 - t0));
             if every(faults.slow_inference_every, frame.id) {
                 std::thread::sleep(Duration::from_millis(faults.slow_inference_ms));
             }
             if every(faults.inference_error_every, frame.id) {
-                return Err((
+                return Err(Failure::new(
                     Reason::InferenceError,
-                    "injected fault (faults.inference_error_every)".into(),
+                    "injected fault (faults.inference_error_every)",
                 ));
             }
             let inspection = detector
                 .run(want_map)
-                .map_err(|e| (Reason::InferenceError, format!("{e:#}")))?;
+                .map_err(|e| Failure::new(Reason::InferenceError, format!("{e:#}")))?;
             latency.inference_ms = Some(clock::ns_to_ms(clock::now_ns() - t1));
             Ok(inspection)
         })();
@@ -351,131 +325,87 @@ fn inspect_loop(
     skipped
 }
 
-/// Decides every part in capture order; returns how many outcomes came too late.
+/// Runs the judge against the clock: decides every part in capture order, sends each
+/// reject's window to the actuator and every verdict to the recorder. Once the inputs
+/// close it still decides the parts in flight at their deadlines. Returns how many
+/// outcomes came too late.
 fn judge_loop(
     inbox: Receiver<ToJudge>,
-    threshold: Threshold,
-    deadline_ns: u64,
-    delay_ns: u64,
-    pulse_ns: u64,
+    mut judge: Judge<Snapshot>,
     windows: Sender<Window>,
     records: Sender<Recorded>,
 ) -> u64 {
-    let mut pending: VecDeque<Captured> = VecDeque::new();
-    let mut arrived: HashMap<u64, Outcome> = HashMap::new();
-    let mut late = 0u64;
     let mut open = true;
     loop {
         // service: the judge's heartbeat feeds the systemd watchdog.
         crate::service::beat();
-        // Decide everything at the front that can be decided now.
-        while let Some(front) = pending.front() {
-            let due = front.capture_ns + deadline_ns;
-            let mut outcome = match arrived.remove(&front.id) {
-                Some(o) => o,
-                None if clock::now_ns() >= due => Outcome {
-                    id: front.id,
-                    result: Err((
-                        Reason::DeadlineMissed,
-                        format!("no verdict within {} ms of capture", deadline_ns / 1_000_000),
-                    )),
-                    latency: StageLatency::default(),
-                    snapshot: None,
-                },
-                None => break,
-            };
-            let part = pending.pop_front().expect("front exists");
-            let snapshot = outcome.snapshot.take();
-            let record = decide(part, outcome, threshold, delay_ns, pulse_ns);
-            if let Some([start_ns, end_ns]) = record.eject_ns {
+        for decision in judge.decide(clock::now_ns(), unix_ms()) {
+            if let Some([start_ns, end_ns]) = decision.eject_ns {
                 let _ = windows.send(Window { start_ns, end_ns });
             }
-            crate::service::decided(record.eject_ns.is_some()); // service
-            let _ = records.send(Recorded { record, snapshot });
+            crate::service::decided(decision.eject_ns.is_some()); // service
+            let _ = records.send(recorded(decision));
         }
-        if !open && pending.is_empty() {
-            return late;
+        if !open && !judge.has_pending() {
+            return judge.late_outcomes();
         }
-        let wait = pending
-            .front()
-            .map(|f| Duration::from_nanos((f.capture_ns + deadline_ns).saturating_sub(clock::now_ns())));
+        // service: wake at least every beat_wait(), so that an idle line still beats.
+        let wait = judge.next_due_ns().map_or(crate::service::beat_wait(), |due| {
+            Duration::from_nanos(due.saturating_sub(clock::now_ns())).min(crate::service::beat_wait())
+        });
         if !open {
             // Nothing more will arrive: wait out the front part's deadline.
-            std::thread::sleep(wait.unwrap_or_default().min(crate::service::beat_wait())); // service
+            std::thread::sleep(wait);
             continue;
         }
-        let msg = match wait {
-            // service: wake at least every beat_wait(), so that an idle line still beats.
-            Some(w) => inbox.recv_timeout(w.min(crate::service::beat_wait())),
-            None => inbox.recv_timeout(crate::service::beat_wait()),
-        };
-        match msg {
-            Ok(ToJudge::Captured(mut c)) => {
-                if let Some(result) = c.no_image.take() {
-                    let latency = StageLatency::default();
-                    let (id, snapshot) = (c.id, None);
-                    arrived.insert(
-                        id,
-                        Outcome {
-                            id,
-                            result: Err(result),
-                            latency,
-                            snapshot,
-                        },
-                    );
-                }
-                pending.push_back(c);
-            }
-            Ok(ToJudge::Outcome(o)) => {
-                if pending.iter().any(|p| p.id == o.id) {
-                    arrived.insert(o.id, o);
-                } else {
-                    late += 1;
-                }
-            }
+        match inbox.recv_timeout(wait) {
+            Ok(ToJudge::Captured(part)) => judge.captured(part),
+            Ok(ToJudge::Outcome(outcome)) => judge.outcome(outcome),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => open = false,
         }
     }
 }
 
-fn decide(part: Captured, outcome: Outcome, threshold: Threshold, delay_ns: u64, pulse_ns: u64) -> PartRecord {
-    let now = clock::now_ns();
-    let (score, reason, detail) = match outcome.result {
-        Ok(score) => (Some(score), threshold.judge(score), None),
-        Err((reason, detail)) => (None, reason, Some(detail)),
-    };
-    let verdict = reason.verdict();
-    let eject_ns = (verdict == crate::frame::Verdict::Reject).then(|| {
-        let start = part.capture_ns + delay_ns;
-        [start, start + pulse_ns]
-    });
-    let (truth, defect_kind) = match part.truth {
+/// Wall-clock now, Unix ms, for the results log.
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A decision as the results log writes it, with the image to save, if any.
+fn recorded(d: Decision<Snapshot>) -> Recorded {
+    let (truth, defect_kind) = match d.truth {
         None => (None, None),
         Some(Truth::Good) => (Some("good"), None),
         Some(Truth::Defect(kind)) => (Some("defect"), kind),
     };
-    PartRecord {
-        id: part.id,
-        capture_ns: part.capture_ns,
-        frame_ns: part.frame_ns,
-        unix_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
-        origin: part.origin,
-        score,
-        threshold: threshold.0,
-        verdict,
-        reason,
-        detail,
-        eject_ns,
+    let record = PartRecord {
+        id: d.id,
+        capture_ns: d.capture_ns,
+        frame_ns: d.frame_ns,
+        unix_ms: d.unix_ms,
+        origin: d.origin,
+        score: d.score,
+        threshold: d.threshold,
+        verdict: d.verdict,
+        reason: d.reason,
+        detail: d.detail,
+        eject_ns: d.eject_ns,
         latency: StageLatency {
-            total_ms: clock::ns_to_ms(now.saturating_sub(part.capture_ns)),
-            ..outcome.latency
+            queue_ms: d.latency.queue_ms,
+            preprocess_ms: d.latency.preprocess_ms,
+            inference_ms: d.latency.inference_ms,
+            total_ms: d.total_ms,
         },
         truth,
         defect_kind,
+    };
+    Recorded {
+        record,
+        snapshot: d.snapshot,
     }
 }
 
