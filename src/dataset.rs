@@ -50,7 +50,7 @@ pub fn truth_of(file: &Path) -> Option<Truth> {
     let defect = nearest_ancestor(file, "defect");
     match (good, defect) {
         (Some(g), Some(d)) if g.starts_with(d) => Some(Truth::Good),
-        (_, Some(d)) => Some(Truth::Defect(defect_kind(file, d))),
+        (_, Some(d)) => Some(Truth::Defect(defect_kind(file, Some(d)))),
         (Some(_), None) => Some(Truth::Good),
         (None, None) => None,
     }
@@ -62,13 +62,14 @@ pub fn defect_dir<'a>(file: &'a Path, named: Option<&'a Path>) -> Option<&'a Pat
     nearest_ancestor(file, "defect").or(named.filter(|d| file.starts_with(d)))
 }
 
-/// The defect kind of an image in the defect folder `dir`: the first sub-folder below
-/// `dir` when it sits in one, else what its file name says (`kind_from_name`).
-pub fn defect_kind(file: &Path, dir: &Path) -> Option<String> {
-    let rel = file.strip_prefix(dir).ok()?;
-    let mut parts = rel.iter();
-    let first = parts.next()?;
-    if parts.next().is_some() {
+/// The defect kind of an image: the first sub-folder below its defect folder `dir` when
+/// it sits in one, else what its file name says (`kind_from_name`).
+pub fn defect_kind(file: &Path, dir: Option<&Path>) -> Option<String> {
+    let mut below = dir
+        .and_then(|d| file.strip_prefix(d).ok())
+        .into_iter()
+        .flat_map(Path::iter);
+    if let (Some(first), Some(_)) = (below.next(), below.next()) {
         return first.to_str().map(str::to_string);
     }
     file.file_stem().and_then(|s| s.to_str()).and_then(kind_from_name)
@@ -138,16 +139,17 @@ pub fn load_set(arg: &Path, defect: bool, masks: Option<&Path>) -> anyhow::Resul
         .into_iter()
         .filter(|f| is_image(f))
         .map(|path| {
-            let dir = defect.then(|| defect_dir(&path, Some(&named))).flatten();
-            let (kind, mask) = match dir {
-                Some(d) => (
-                    defect_kind(&path, d),
-                    masks
-                        .map(Path::to_path_buf)
-                        .or_else(|| masks_dir(d))
-                        .and_then(|m| find_mask(&path, d, &m)),
-                ),
-                None => (None, None),
+            let (kind, mask) = if defect {
+                let dir = defect_dir(&path, Some(&named));
+                // Without a defect folder the image's own folder is where masks are relative to.
+                let base = dir.or(path.parent()).unwrap_or(Path::new(""));
+                let mask = masks
+                    .map(Path::to_path_buf)
+                    .or_else(|| dir.and_then(masks_dir))
+                    .and_then(|m| find_mask(&path, base, &m));
+                (defect_kind(&path, dir), mask)
+            } else {
+                (None, None)
             };
             Sample {
                 path,
@@ -250,11 +252,12 @@ mod tests {
                 std::fs::write(&p, b"").unwrap();
             }
             let image = root.path().join(&case.image);
-            let dir = defect_dir(&image, None).unwrap_or_else(|| panic!("{}: no defect folder", case.image));
+            let dir = defect_dir(&image, None);
             let kind = defect_kind(&image, dir).unwrap_or_default();
             assert_eq!(kind, case.kind, "kind of {}", case.image);
-            let mask = masks_dir(dir)
-                .and_then(|m| find_mask(&image, dir, &m))
+            let mask = dir
+                .and_then(|d| Some((d, masks_dir(d)?)))
+                .and_then(|(d, m)| find_mask(&image, d, &m))
                 .map(|m| m.strip_prefix(root.path()).unwrap().display().to_string())
                 .unwrap_or_default();
             assert_eq!(mask, case.mask, "mask of {}", case.image);

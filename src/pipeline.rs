@@ -493,11 +493,3 @@ fn record_loop(
     }
     (stats, errors)
 }
-
-/// Wall-clock time, Unix ms (0 if the clock is before 1970).
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}

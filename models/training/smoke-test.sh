@@ -2,7 +2,8 @@
 # Training smoke test: a few CPU steps on a tiny synthetic set must export an ONNX
 # model that linesight loads, calibrates and scores (trained on 32 px crops of 64 px
 # inputs, as the default recipe trains on 256 px crops). CI runs it (.ci/run) in a
-# virtual environment with `pip install -r models/training/requirements.txt`.
+# virtual environment with `pip install -r models/training/requirements.txt`, and then
+# the package's own tests: `$PYTHON -m pytest -q models/training/tests`.
 #
 #   bash models/training/smoke-test.sh            # uses python3
 #   PYTHON=/path/to/venv/bin/python bash models/training/smoke-test.sh

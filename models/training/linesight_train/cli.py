@@ -16,8 +16,8 @@ from .data import (AUTO_MAX_SIZE, RESIZE_POLICIES, auto_size, content_mask, is_g
                    split_sets)
 from .evaluation import calibrate, evaluate
 from .export import export_and_check
-from .fit import Monitor, fmt_s, net_size, pick_device, save_checkpoint, seed_all, train_members
-from .log import close_log, log, open_log
+from .fit import Monitor, net_size, pick_device, save_checkpoint, seed_all, train_members
+from .log import close_log, fmt_s, log, open_log
 from .manifest import git_commit, write_manifest
 from .networks import n_levels
 from .scoring import MAP_VARIANTS

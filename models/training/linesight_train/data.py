@@ -82,7 +82,7 @@ def defect_kind(path: Path) -> str | None:
     if "__" in stem:
         return stem.split("__", 1)[0] or None
     head, _, tail = stem.rpartition("_")
-    if head and tail.isdigit():
+    if head and tail.isascii() and tail.isdigit():
         return head
     return None
 

@@ -10,8 +10,7 @@ import numpy as np
 import torch
 
 from .data import content_mask, defect_kind, find_mask, load_mask, to_model_input
-from .fit import fmt_s
-from .log import log
+from .log import fmt_s, log
 from .metrics import auroc, quantile_stats
 
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from .anomalies import content_boxes, corrupt, corrupt_in_crops, crop, crop_origins
 from .data import standardize, to_model_input
-from .log import log
+from .log import fmt_s, log
 from .losses import focal_loss, gaussian_kernel1d, ssim_map
 from .metrics import auroc
 from .networks import Discriminator, Generator, SegHead
@@ -38,11 +38,6 @@ def seed_all(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
-
-
-def fmt_s(s: float) -> str:
-    s = max(0, int(round(s)))
-    return f"{s // 60}m{s % 60:02d}s"
 
 
 class Monitor:

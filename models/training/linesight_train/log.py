@@ -24,3 +24,9 @@ def log(msg: str = "") -> None:
     if _file is not None:
         _file.write(msg + "\n")
         _file.flush()
+
+
+def fmt_s(s: float) -> str:
+    """A duration for the log: 3m07s."""
+    s = max(0, int(round(s)))
+    return f"{s // 60}m{s % 60:02d}s"
