@@ -20,6 +20,16 @@ impl Threshold {
     }
 }
 
+/// A score as `Threshold::judge` ranks it, for AUROC and ROC curves: one that is not a
+/// finite number rejects at every threshold, so it ranks as the most anomalous (+inf).
+pub fn rank_score(score: f32) -> f32 {
+    if score.is_finite() {
+        score
+    } else {
+        f32::INFINITY
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
