@@ -399,10 +399,10 @@ mod tests {
         assert_eq!((p.recall, p.false_reject_rate), (1.0, 1.0 / 3.0));
     }
 
-    #[test]
-    fn curve_points_agree_with_their_thresholds() {
-        for p in curve(&MIXED) {
-            let q = at_threshold(&MIXED, p.threshold);
+    /// Every point of the curve is what `at_threshold` finds at its threshold.
+    fn assert_curve_agrees_with_its_thresholds(scored: &[(f32, bool)]) {
+        for p in curve(scored) {
+            let q = at_threshold(scored, p.threshold);
             assert_eq!(
                 (p.recall, p.false_reject_rate),
                 (q.recall, q.false_reject_rate),
@@ -410,6 +410,11 @@ mod tests {
                 p.threshold
             );
         }
+    }
+
+    #[test]
+    fn curve_points_agree_with_their_thresholds() {
+        assert_curve_agrees_with_its_thresholds(&MIXED);
     }
 
     /// A score that is not a number rejects at every threshold, as on the line.
@@ -445,15 +450,7 @@ mod tests {
             (f32::INFINITY, 2.0 / 3.0, 0.5)
         );
         assert_eq!(c.len(), 4);
-        for p in c {
-            let q = at_threshold(&WITH_NON_NUMBERS, p.threshold);
-            assert_eq!(
-                (p.recall, p.false_reject_rate),
-                (q.recall, q.false_reject_rate),
-                "at {}",
-                p.threshold
-            );
-        }
+        assert_curve_agrees_with_its_thresholds(&WITH_NON_NUMBERS);
         assert_eq!(
             false_rejects_at_recall(&WITH_NON_NUMBERS, 1.0)
                 .unwrap()
