@@ -33,6 +33,16 @@ impl Threshold {
     }
 }
 
+/// A score as `Threshold::judge` ranks it, for AUROC and ROC curves: one that is not a
+/// finite number rejects at every threshold, so it ranks as the most anomalous (+inf).
+pub fn rank_score(score: f32) -> f32 {
+    if score.is_finite() {
+        score
+    } else {
+        f32::INFINITY
+    }
+}
+
 /// The line's timing, in CLOCK_MONOTONIC ns, every rule that runs from a part's capture.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {

@@ -4,14 +4,14 @@
 
 use crate::actuate::{self, RejectLine};
 use crate::clock;
-use crate::config::Config;
+use crate::config::{Config, RuntimeConfig};
 use crate::judge::Threshold;
 use crate::model::{Detector, Manifest};
 use crate::record::ResultsLog;
 use crate::sinks::{self, LineInfo, Sinks};
 use crate::source::{self, Source};
 use anyhow::Context;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The live objects built from a validated config (phase two of two).
 pub struct Runtime {
@@ -67,15 +67,25 @@ impl Runtime {
     }
 }
 
-/// Reads the manifest and opens the session the config asks for. Every provider given
-/// up on the way is a WARN with its reason: a fallback is never silent.
+/// Reads the manifest of the config's model and opens the session its `[runtime]` asks for.
 pub fn open_detector(config: &Config) -> anyhow::Result<Detector> {
-    let dir = config.resolve(&config.model.dir);
-    let manifest = Manifest::load(&dir).context("model.dir")?;
-    let lib = config.runtime.onnxruntime_library.as_ref().map(|p| config.resolve(p));
-    let mut runtime = config.runtime.clone();
-    runtime.tensorrt.engine_cache_dir = runtime.tensorrt.engine_cache_dir.map(|p| config.resolve(&p));
-    let detector = Detector::open(manifest, &runtime, lib.as_deref())?;
+    let manifest = Manifest::load(&config.resolve(&config.model.dir)).context("model.dir")?;
+    open_model(manifest, &config.runtime, None, &config.base_dir)
+}
+
+/// Opens the session for a model as `runtime` asks: the one way every command opens one.
+/// Relative paths in `runtime` (the library, the TensorRT engine cache) are relative to
+/// `base_dir`, the folder of the config they came from (empty: the working directory).
+/// `library`, from a command line, wins over `runtime.onnxruntime_library`. Every provider
+/// given up on the way is a WARN with its reason: a fallback is never silent.
+pub fn open_model(
+    manifest: Manifest,
+    runtime: &RuntimeConfig,
+    library: Option<&Path>,
+    base_dir: &Path,
+) -> anyhow::Result<Detector> {
+    let (runtime, library) = resolved(runtime, library, base_dir);
+    let detector = Detector::open(manifest, &runtime, library.as_deref())?;
     for (kind, reason) in &detector.serving.skipped {
         eprintln!(
             "linesight: WARN execution provider \"{}\" not used: {reason}; falling back (runtime.require_accelerator = false)",
@@ -83,6 +93,18 @@ pub fn open_detector(config: &Config) -> anyhow::Result<Detector> {
         );
     }
     Ok(detector)
+}
+
+/// `runtime` with its paths relative to `base_dir`, and the library to load. Joined as
+/// `Config::resolve` joins: an absolute path stays as it is.
+fn resolved(runtime: &RuntimeConfig, library: Option<&Path>, base_dir: &Path) -> (RuntimeConfig, Option<PathBuf>) {
+    let mut runtime = runtime.clone();
+    runtime.tensorrt.engine_cache_dir = runtime.tensorrt.engine_cache_dir.map(|p| base_dir.join(p));
+    let library = match library {
+        Some(p) => Some(p.to_path_buf()),
+        None => runtime.onnxruntime_library.as_ref().map(|p| base_dir.join(p)),
+    };
+    (runtime, library)
 }
 
 /// Inferences before arming, so that no part pays for an engine build or lazy initialisation.
@@ -96,4 +118,35 @@ fn warm_up(detector: &mut Detector, runs: u32) -> anyhow::Result<()> {
         clock::ns_to_ms(clock::now_ns() - t)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_paths_are_relative_to_the_config_and_the_command_line_library_wins() {
+        let mut rt = RuntimeConfig {
+            onnxruntime_library: Some("lib/libonnxruntime.so".into()),
+            ..Default::default()
+        };
+        rt.tensorrt.engine_cache_dir = Some("trt-cache".into());
+        let (r, lib) = resolved(&rt, None, Path::new("/etc/linesight"));
+        assert_eq!(
+            r.tensorrt.engine_cache_dir.as_deref(),
+            Some(Path::new("/etc/linesight/trt-cache"))
+        );
+        assert_eq!(lib.as_deref(), Some(Path::new("/etc/linesight/lib/libonnxruntime.so")));
+        // A library named on the command line is taken as it is.
+        let (_, lib) = resolved(&rt, Some(Path::new("here.so")), Path::new("/etc/linesight"));
+        assert_eq!(lib.as_deref(), Some(Path::new("here.so")));
+        // Absolute paths stay; no config folder (eval without --config) leaves them as given.
+        rt.tensorrt.engine_cache_dir = Some("/var/cache/trt".into());
+        let (r, lib) = resolved(&rt, None, Path::new(""));
+        assert_eq!(
+            r.tensorrt.engine_cache_dir.as_deref(),
+            Some(Path::new("/var/cache/trt"))
+        );
+        assert_eq!(lib.as_deref(), Some(Path::new("lib/libonnxruntime.so")));
+    }
 }

@@ -7,6 +7,7 @@ use crate::frame::Pixels;
 use crate::preprocess;
 use crate::runtime;
 use crate::source;
+use crate::stats::Percentiles;
 use anyhow::Context;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -73,21 +74,9 @@ pub struct BenchReport {
     pub peak_rss_mib: Option<f64>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct Percentiles {
-    pub p50: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-fn percentiles(mut v: Vec<f64>) -> Percentiles {
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    Percentiles {
-        p50: at(0.5),
-        p99: at(0.99),
-        max: *v.last().expect("at least one run"),
-    }
+/// p50, p99 and max of the timed runs, ms (`stats`' one definition, as `eval` reports them).
+pub(crate) fn percentiles(runs_ms: Vec<f64>) -> Percentiles {
+    Percentiles::of(runs_ms).expect("at least one run")
 }
 
 /// Runs the benchmark: `runs` timed frames (plus the configured warm-up).

@@ -3,7 +3,10 @@
 //! Thresholds are set from the user's own good parts, never from test-set statistics.
 
 use crate::commands::eval;
-use crate::stats as metrics;
+use crate::config::RuntimeConfig;
+use crate::model::Manifest;
+use crate::runtime;
+use crate::stats::{self, quantile};
 use anyhow::Context;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -99,16 +102,8 @@ impl Method {
     }
 }
 
-/// Quantile with linear interpolation between order statistics (as numpy's default).
-pub fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
-}
-
 pub fn good_stats(scores: &[f32]) -> GoodStats {
-    let mut s: Vec<f64> = scores.iter().map(|v| *v as f64).collect();
-    s.sort_by(f64::total_cmp);
+    let s = stats::sorted(scores.iter().map(|v| *v as f64));
     let n = s.len();
     let mean = s.iter().sum::<f64>() / n as f64;
     let std = (s.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
@@ -130,8 +125,7 @@ pub fn good_stats(scores: &[f32]) -> GoodStats {
 pub fn threshold(good: &[f32], defects: &[f32], method: Method) -> f64 {
     match method {
         Method::GoodQuantile { quantile: q, margin } => {
-            let mut s: Vec<f64> = good.iter().map(|v| *v as f64).collect();
-            s.sort_by(f64::total_cmp);
+            let s = stats::sorted(good.iter().map(|v| *v as f64));
             let qv = quantile(&s, q);
             qv + margin * (qv - quantile(&s, 0.5))
         }
@@ -141,7 +135,7 @@ pub fn threshold(good: &[f32], defects: &[f32], method: Method) -> f64 {
                 .map(|s| (*s, false))
                 .chain(defects.iter().map(|s| (*s, true)))
                 .collect();
-            metrics::best_f1(&pairs).threshold as f64
+            stats::best_f1(&pairs).threshold as f64
         }
     }
 }
@@ -151,7 +145,7 @@ pub struct Calibrated {
     pub stats: GoodStats,
     pub threshold: f64,
     pub previous_threshold: f32,
-    /// Good images scored above the new threshold.
+    /// Good images the new threshold rejects (as the line judges them).
     pub good_rejected: usize,
 }
 
@@ -164,7 +158,13 @@ pub fn calibrate(
     method: Method,
     library: Option<&Path>,
 ) -> anyhow::Result<Calibrated> {
-    let mut detector = eval::open_model(model, library)?;
+    // No config: the default [runtime], with the library given or found as `run` finds it.
+    let mut detector = runtime::open_model(
+        Manifest::load(model)?,
+        &RuntimeConfig::default(),
+        library,
+        Path::new(""),
+    )?;
     let mut scores = |set| -> anyhow::Result<Vec<f32>> {
         Ok(eval::score_all(&mut detector, set, false, true)?
             .iter()
@@ -189,13 +189,18 @@ pub fn calibrate(
     let t = threshold(&good_scores, &defect_scores, method);
     let previous_threshold = detector.manifest.calibration.threshold;
     crate::model::write_calibration(model, &stats, t, method, &data)?;
-    let good_rejected = good_scores.iter().filter(|s| **s as f64 > t).count();
     Ok(Calibrated {
         stats,
         threshold: t,
         previous_threshold,
-        good_rejected,
+        good_rejected: good_rejected(&good_scores, t),
     })
+}
+
+/// How many of the good scores the line rejects at `threshold` (a NaN score among them).
+fn good_rejected(good: &[f32], threshold: f64) -> usize {
+    // The line reads the threshold as an f32.
+    good.iter().filter(|s| stats::rejects(threshold as f32, **s)).count()
 }
 
 #[cfg(test)]
@@ -203,11 +208,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quantiles_interpolate_like_numpy() {
-        let s = [1.0, 2.0, 3.0, 4.0];
-        assert_eq!(quantile(&s, 0.5), 2.5);
-        assert_eq!(quantile(&s, 1.0), 4.0);
-        assert!((quantile(&s, 0.9) - 3.7).abs() < 1e-12);
+    fn good_stats_use_the_one_quantile() {
+        let good: Vec<f32> = [4.0, 1.0, 3.0, 2.0].into();
+        let s = good_stats(&good);
+        assert_eq!((s.n, s.min, s.max, s.p50), (4, 1.0, 4.0, 2.5));
+        assert!((s.p90 - 3.7).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_good_image_scored_nan_counts_as_rejected() {
+        let good = [0.1, 0.2, f32::NAN, 0.3, f32::INFINITY];
+        assert_eq!(good_rejected(&good, 0.25), 3);
+        // At the threshold passes, as on the line.
+        assert_eq!(good_rejected(&good, 0.3), 2);
     }
 
     #[test]

@@ -67,8 +67,8 @@ fn render(s: &Summary, model: &str, provider: &str) -> String {
         "# HELP linesight_stage_latency_ms Latency per stage since the start, ms."
     );
     let _ = writeln!(o, "# TYPE linesight_stage_latency_ms gauge");
-    for (stage, [p50, p99, max]) in &s.latency_ms {
-        for (q, v) in [("0.5", p50), ("0.99", p99), ("1", max)] {
+    for (stage, p) in &s.latency_ms {
+        for (q, v) in [("0.5", p.p50), ("0.99", p.p99), ("1", p.max)] {
             let _ = writeln!(
                 o,
                 "linesight_stage_latency_ms{{stage=\"{}\",quantile=\"{q}\"}} {v}",

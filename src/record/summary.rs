@@ -2,21 +2,16 @@
 
 use super::PartRecord;
 use crate::frame::{Reason, Verdict};
-use crate::stats::auroc;
-use hdrhistogram::Histogram;
+use crate::stats::{auroc, Histogram, Percentiles};
 use std::collections::BTreeMap;
 use std::fmt::Write;
-
-/// Latencies are kept in microseconds, up to 60 s, 3 significant digits.
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("static bounds are valid")
-}
 
 pub struct RunStats {
     pub parts: u64,
     pub rejects: u64,
     pub by_reason: BTreeMap<Reason, u64>,
-    stages: [(&'static str, Histogram<u64>); 4],
+    /// Latency per stage: a run may never end, so streamed (`stats::Histogram`).
+    stages: [(&'static str, Histogram); 4],
     /// (truth is defect, verdict is reject) → count, for parts with known truth.
     confusion: BTreeMap<(bool, bool), u64>,
     /// (score, truth is defect) of inspected parts with known truth, for the AUROC.
@@ -32,8 +27,8 @@ pub struct Summary {
     pub parts: u64,
     pub rejects: u64,
     pub rejects_by_reason: BTreeMap<String, u64>,
-    /// Stage → (p50 ms, p99 ms, max ms).
-    pub latency_ms: BTreeMap<String, [f64; 3]>,
+    /// Stage → its latencies, ms.
+    pub latency_ms: BTreeMap<String, Percentiles>,
     pub parts_per_second: f64,
     /// Share of defective parts rejected (parts with known truth only).
     pub recall: Option<f64>,
@@ -54,10 +49,10 @@ impl RunStats {
             rejects: 0,
             by_reason: BTreeMap::new(),
             stages: [
-                ("queue", histogram()),
-                ("preprocess", histogram()),
-                ("inference", histogram()),
-                ("total", histogram()),
+                ("queue", Histogram::new()),
+                ("preprocess", Histogram::new()),
+                ("inference", Histogram::new()),
+                ("total", Histogram::new()),
             ],
             confusion: BTreeMap::new(),
             scored: Vec::new(),
@@ -78,7 +73,7 @@ impl RunStats {
             .zip([l.queue_ms, l.preprocess_ms, l.inference_ms, Some(l.total_ms)])
         {
             if let Some(ms) = v {
-                h.saturating_record((ms * 1000.0).max(1.0) as u64);
+                h.record_ms(ms);
             }
         }
         if let Some(t) = r.truth {
@@ -95,7 +90,6 @@ impl RunStats {
     }
 
     pub fn summary(&self) -> Summary {
-        let pct = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         let defect = self.count(true, true) + self.count(true, false);
         let good = self.count(false, true) + self.count(false, false);
         let secs = (self.last_capture_ns.saturating_sub(self.started_ns)) as f64 / 1e9;
@@ -111,8 +105,7 @@ impl RunStats {
             latency_ms: self
                 .stages
                 .iter()
-                .filter(|(_, h)| !h.is_empty())
-                .map(|(name, h)| (name.to_string(), [pct(h, 0.5), pct(h, 0.99), h.max() as f64 / 1000.0]))
+                .filter_map(|(name, h)| Some((name.to_string(), h.percentiles_ms()?)))
                 .collect(),
             parts_per_second: if secs > 0.0 {
                 self.parts.saturating_sub(1) as f64 / secs
@@ -132,15 +125,17 @@ impl RunStats {
     pub fn progress_line(&self, parts_per_second: f64) -> String {
         let total = &self.stages[3].1;
         let inf = &self.stages[2].1;
+        // Before the first part there is nothing to show but zeros.
+        let ms = |h: &Histogram, q| h.quantile_ms(q).unwrap_or(0.0);
         format!(
             "parts {:>7} | {:5.1}/s | rejects {:>5} ({:.1}%) | inference p50 {:.1} ms | total p50 {:.1} ms p99 {:.1} ms",
             self.parts,
             parts_per_second,
             self.rejects,
             100.0 * self.rejects as f64 / self.parts.max(1) as f64,
-            inf.value_at_quantile(0.5) as f64 / 1000.0,
-            total.value_at_quantile(0.5) as f64 / 1000.0,
-            total.value_at_quantile(0.99) as f64 / 1000.0,
+            ms(inf, 0.5),
+            ms(total, 0.5),
+            ms(total, 0.99),
         )
     }
 }
@@ -162,8 +157,8 @@ impl Summary {
             let _ = writeln!(s, "  {reason:<16} {n}");
         }
         let _ = writeln!(s, "latency    p50 ms    p99 ms    max ms");
-        for (stage, [p50, p99, max]) in &self.latency_ms {
-            let _ = writeln!(s, "  {stage:<10} {p50:>7.2}   {p99:>7.2}   {max:>7.2}");
+        for (stage, p) in &self.latency_ms {
+            let _ = writeln!(s, "  {stage:<10} {:>7.2}   {:>7.2}   {:>7.2}", p.p50, p.p99, p.max);
         }
         if let Some(r) = self.recall {
             let _ = writeln!(s, "recall     {:.4}  ({} defective parts)", r, self.defect);
@@ -175,5 +170,61 @@ impl Summary {
             let _ = writeln!(s, "false rejects {:.4}  ({} good parts)", f, self.good);
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::StageLatency;
+
+    fn part(id: u64, total_ms: f64) -> PartRecord {
+        PartRecord {
+            id,
+            capture_ns: id * 1_000_000,
+            frame_ns: None,
+            unix_ms: 0,
+            origin: None,
+            score: Some(0.1),
+            threshold: 0.5,
+            verdict: Verdict::Pass,
+            reason: Reason::BelowThreshold,
+            detail: None,
+            eject_ns: None,
+            latency: StageLatency {
+                queue_ms: None,
+                preprocess_ms: Some(0.5),
+                inference_ms: Some(total_ms / 2.0),
+                total_ms,
+            },
+            truth: None,
+            defect_kind: None,
+        }
+    }
+
+    #[test]
+    fn the_summary_and_the_progress_line_use_the_one_quantile() {
+        let mut stats = RunStats::new(0);
+        for (id, ms) in [2.0, 1.2, 1.6, 0.8].into_iter().enumerate() {
+            stats.add(&part(id as u64, ms));
+        }
+        let s = stats.summary();
+        // As `stats::quantile` on the samples (hdrhistogram's own value_at_quantile would say
+        // 1.2 for the median), exact to the microsecond below 2.048 ms.
+        let total = s.latency_ms["total"];
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(
+            near(total.p50, 1.4) && near(total.p99, 1.988) && total.max == 2.0,
+            "{total:?}"
+        );
+        assert!(
+            !s.latency_ms.contains_key("queue"),
+            "a stage with no values is left out"
+        );
+        let line = stats.progress_line(1.0);
+        assert!(
+            line.contains("inference p50 0.7 ms | total p50 1.4 ms p99 2.0 ms"),
+            "{line}"
+        );
     }
 }

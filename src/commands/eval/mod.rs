@@ -4,14 +4,13 @@
 mod compare;
 mod report;
 
-use crate::config::RuntimeConfig;
-use crate::config::{self, ProviderKind};
+use crate::config::{Config, ProviderKind, RuntimeConfig};
 pub use crate::dataset::{load_set, Sample};
 use crate::frame::Pixels;
 use crate::model::{Detector, Manifest};
-use crate::{clock, preprocess};
+use crate::stats::Percentiles;
+use crate::{clock, preprocess, runtime};
 use anyhow::Context;
-use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -64,15 +63,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         config,
         compare_providers,
     } = args;
-    let (runtime, library) = match &config {
+    // [runtime] from the config, its relative paths relative to the config's folder; without
+    // one the defaults, which name no path.
+    let (runtime_config, base_dir) = match &config {
         Some(path) => {
-            let c = config::Config::load(path)?;
-            let lib = c.runtime.onnxruntime_library.as_ref().map(|p| c.resolve(p));
-            (c.runtime.clone(), lib)
+            let c = Config::load(path)?;
+            (c.runtime, c.base_dir)
         }
-        None => (config::RuntimeConfig::default(), None),
+        None => (RuntimeConfig::default(), PathBuf::new()),
     };
-    let library = onnxruntime_library.or(library);
+    let library = onnxruntime_library.as_deref();
     let mut samples = load_set(&good, false, None).context("--good")?;
     samples.extend(load_set(&defect, true, masks.as_deref()).context("--defect")?);
     if let Some(pair) = compare_providers {
@@ -82,7 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "--compare-providers: expected two of tensorrt, cuda, cpu separated by a comma, found \"{pair}\""
             );
         };
-        let cmp = compare(&model, &runtime, library.as_deref(), (a, b), samples, threshold)?;
+        let cmp = compare(&model, &runtime_config, library, &base_dir, (a, b), samples, threshold)?;
         std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
         std::fs::write(out.join("compare.md"), cmp.markdown())?;
         std::fs::write(out.join("compare.json"), serde_json::to_string_pretty(&cmp)?)?;
@@ -90,7 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("\nwritten to {}", out.join("compare.md").display());
         return Ok(ExitCode::SUCCESS);
     }
-    let mut detector = Detector::open(Manifest::load(&model)?, &runtime, library.as_deref())?;
+    let mut detector = runtime::open_model(Manifest::load(&model)?, &runtime_config, library, &base_dir)?;
     let threshold = threshold.unwrap_or(detector.manifest.calibration.threshold);
     let name = detector.manifest.name.clone();
     let scored = score_all(&mut detector, samples, true, true)?;
@@ -113,6 +113,11 @@ pub struct Scored {
     pub latency_ms: f64,
     /// The image's width and height.
     pub size: (u32, u32),
+}
+
+/// Preprocess + inference per image, ms, as `bench` computes its figures; None for no images.
+fn latency(scored: &[Scored]) -> Option<Percentiles> {
+    Percentiles::of(scored.iter().map(|s| s.latency_ms))
 }
 
 /// Scores every sample, keeping anomaly maps when `keep_maps`.
@@ -151,10 +156,4 @@ pub fn score_all(
         eprintln!("\rscored {n}/{n}");
     }
     Ok(out)
-}
-
-/// Opens a model folder for offline work (eval, calibrate), with the library found as `run` finds it.
-pub fn open_model(dir: &Path, library: Option<&Path>) -> anyhow::Result<Detector> {
-    let manifest = Manifest::load(dir)?;
-    Detector::open(manifest, &RuntimeConfig::default(), library)
 }

@@ -1,11 +1,10 @@
 //! The evaluation report: report.json, report.md, ROC and score plots, and a grid
 //! of the worst misses and false rejects with their anomaly maps.
 
-use super::Scored;
-use crate::frame::Verdict;
-use crate::judge::Threshold;
+use super::{latency, Scored};
+use crate::judge;
 use crate::model::Resize;
-use crate::stats::{self as metrics, Point};
+use crate::stats::{self, Point};
 use anyhow::Context;
 use image::{imageops, Rgb, RgbImage};
 use plotters::prelude::*;
@@ -81,31 +80,27 @@ pub fn write_report(
         .into_iter()
         .map(|(k, defects)| {
             let n = defects.len();
-            let recall = defects.iter().filter(|d| d.0 > threshold).count() as f64 / n as f64;
+            let recall = defects.iter().filter(|d| stats::rejects(threshold, d.0)).count() as f64 / n as f64;
             let all: Vec<_> = goods.iter().chain(&defects).copied().collect();
             (
                 k,
                 KindRow {
                     n,
-                    auroc: metrics::auroc(&all),
+                    auroc: stats::auroc(&all),
                     recall_at_threshold: recall,
                 },
             )
         })
         .collect();
-    let mut lat: Vec<f64> = scored.iter().map(|s| s.latency_ms).collect();
-    lat.sort_by(f64::total_cmp);
-    let q = |p: f64| {
-        lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
+    let latency_ms = latency(scored).map_or([0.0; 2], |p| [p.p50, p.p99]);
 
+    // Ranked as the line judges: a score that is not a number is caught, never a miss.
+    let rank = |s: &Scored| judge::rank_score(s.score);
     let mut misses: Vec<&Scored> = scored.iter().filter(|s| s.sample.defect).collect();
-    misses.sort_by(|a, b| a.score.total_cmp(&b.score));
+    misses.sort_by(|a, b| rank(a).total_cmp(&rank(b)));
     misses.truncate(GRID_EACH);
     let mut false_rejects: Vec<&Scored> = scored.iter().filter(|s| !s.sample.defect).collect();
-    false_rejects.sort_by(|a, b| b.score.total_cmp(&a.score));
+    false_rejects.sort_by(|a, b| rank(b).total_cmp(&rank(a)));
     false_rejects.truncate(GRID_EACH);
 
     let report = Report {
@@ -113,16 +108,16 @@ pub fn write_report(
         model_dir: model_dir.display().to_string(),
         good: goods.len(),
         defect: pairs.len() - goods.len(),
-        image_auroc: metrics::auroc(&pairs),
+        image_auroc: stats::auroc(&pairs),
         pixel_auroc: pixel_auroc(scored, resize),
-        average_precision: metrics::average_precision(&pairs),
+        average_precision: stats::average_precision(&pairs),
         threshold,
-        at_threshold: metrics::at_threshold(&pairs, threshold),
-        best_f1: metrics::best_f1(&pairs),
-        at_recall_95: metrics::false_rejects_at_recall(&pairs, 0.95),
-        at_recall_99: metrics::false_rejects_at_recall(&pairs, 0.99),
+        at_threshold: stats::at_threshold(&pairs, threshold),
+        best_f1: stats::best_f1(&pairs),
+        at_recall_95: stats::false_rejects_at_recall(&pairs, 0.95),
+        at_recall_99: stats::false_rejects_at_recall(&pairs, 0.99),
         per_kind,
-        latency_ms: [q(0.5), q(0.99)],
+        latency_ms,
         worst_misses: misses.iter().map(|s| s.sample.path.display().to_string()).collect(),
         worst_false_rejects: false_rejects
             .iter()
@@ -156,8 +151,6 @@ fn write_scores(scored: &[Scored], threshold: f32, path: &Path) -> anyhow::Resul
         score: f32,
         rejected: bool,
     }
-    // The line's own rule: a score at the threshold passes, one that is not a number rejects.
-    let judge = Threshold(threshold);
     let mut w = csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
     for s in scored {
         w.serialize(Row {
@@ -165,7 +158,8 @@ fn write_scores(scored: &[Scored], threshold: f32, path: &Path) -> anyhow::Resul
             class: if s.sample.defect { "defect" } else { "good" },
             kind: s.sample.kind.as_deref().unwrap_or(""),
             score: s.score,
-            rejected: judge.judge(s.score).verdict() == Verdict::Reject,
+            // The line's own rule: a score at the threshold passes, one that is not a number rejects.
+            rejected: stats::rejects(threshold, s.score),
         })?;
     }
     w.flush()?;
@@ -204,7 +198,7 @@ fn pixel_auroc(scored: &[Scored], resize: Resize) -> Option<f64> {
             pixels.push((*v, defect));
         }
     }
-    metrics::auroc(&pixels)
+    stats::auroc(&pixels)
 }
 
 fn fmt_opt(v: Option<f64>) -> String {
@@ -298,7 +292,7 @@ fn roc_plot(pairs: &[(f32, bool)], path: &Path) -> anyhow::Result<()> {
     root.fill(&WHITE).map_err(plot_err)?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            format!("ROC (AUROC {})", fmt_opt(metrics::auroc(pairs))),
+            format!("ROC (AUROC {})", fmt_opt(stats::auroc(pairs))),
             ("sans-serif", 18),
         )
         .margin(12)
@@ -312,7 +306,7 @@ fn roc_plot(pairs: &[(f32, bool)], path: &Path) -> anyhow::Result<()> {
         .y_desc("recall")
         .draw()
         .map_err(plot_err)?;
-    let mut pts: Vec<(f64, f64)> = metrics::curve(pairs)
+    let mut pts: Vec<(f64, f64)> = stats::curve(pairs)
         .iter()
         .map(|p| (p.false_reject_rate, p.recall))
         .collect();
@@ -328,6 +322,9 @@ fn roc_plot(pairs: &[(f32, bool)], path: &Path) -> anyhow::Result<()> {
 
 fn histogram_plot(pairs: &[(f32, bool)], threshold: f32, path: &Path) -> anyhow::Result<()> {
     const BINS: usize = 40;
+    // A score that is not a finite number has no place on the axis (scores.csv lists it).
+    let finite: Vec<(f32, bool)> = pairs.iter().copied().filter(|p| p.0.is_finite()).collect();
+    let pairs = &finite[..];
     let lo = pairs.iter().map(|p| p.0).fold(f32::INFINITY, f32::min).min(threshold);
     let hi = pairs
         .iter()
@@ -413,4 +410,97 @@ fn worst_grid(
     }
     grid.save(path)
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::bench;
+    use crate::dataset::Sample;
+
+    /// (score, is defect, latency ms) as scored images, each a small gray PNG in `dir`.
+    fn scored(dir: &Path, parts: &[(f32, bool, f64)]) -> Vec<Scored> {
+        parts
+            .iter()
+            .enumerate()
+            .map(|(i, &(score, defect, latency_ms))| {
+                let path = dir.join(format!("{i}.png"));
+                image::GrayImage::from_pixel(8, 8, image::Luma([100]))
+                    .save(&path)
+                    .unwrap();
+                Scored {
+                    sample: Sample {
+                        path,
+                        defect,
+                        kind: defect.then(|| "scratch".to_string()),
+                        mask: None,
+                    },
+                    score,
+                    map: None,
+                    latency_ms,
+                    size: (8, 8),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn eval_judges_a_score_that_is_not_a_number_as_a_reject() {
+        let dir = tempfile::tempdir().unwrap();
+        let parts = [
+            (0.1, false, 1.0),
+            (f32::NAN, false, 1.0),
+            (0.2, false, 1.0),
+            (0.9, true, 1.0),
+            // A NaN with its sign bit set, which a plain total_cmp sorts below every number.
+            (-f32::NAN, true, 1.0),
+            (0.3, true, 1.0),
+        ];
+        let s = scored(dir.path(), &parts);
+        let out = dir.path().join("report");
+        let r = write_report(&s, "m", dir.path(), 0.5, Resize::Stretch, &out).unwrap();
+        // The NaN defect is caught and the NaN good part is a false reject, as on the line.
+        assert_eq!(
+            (r.at_threshold.recall, r.at_threshold.false_reject_rate),
+            (2.0 / 3.0, 1.0 / 3.0)
+        );
+        assert_eq!(r.per_kind["scratch"].recall_at_threshold, 2.0 / 3.0);
+        // The NaN defect ranks as the most anomalous: the last of the worst misses.
+        assert!(r.worst_misses[2].ends_with("4.png"), "{:?}", r.worst_misses);
+        let mut rows = csv::Reader::from_path(out.join("scores.csv")).unwrap();
+        let rejected: Vec<bool> = rows
+            .deserialize::<(String, String, String, f32, bool)>()
+            .map(|row| row.unwrap().4)
+            .collect();
+        assert_eq!(rejected, [false, true, false, true, true, false]);
+    }
+
+    #[test]
+    fn bench_and_eval_report_the_same_p50_and_p99() {
+        let dir = tempfile::tempdir().unwrap();
+        // An even count, where nearest rank and `v[n/2]` would each pick another value.
+        let latencies = [4.0, 1.0, 3.0, 2.0, 10.0, 6.0];
+        let parts: Vec<(f32, bool, f64)> = latencies.iter().map(|&ms| (0.1, false, ms)).collect();
+        let s = scored(dir.path(), &parts);
+        let out = dir.path().join("report");
+        let eval = write_report(&s, "m", dir.path(), 0.5, Resize::Stretch, &out)
+            .unwrap()
+            .latency_ms;
+        let bench = bench::percentiles(latencies.to_vec());
+        assert_eq!(eval, [bench.p50, bench.p99]);
+        assert_eq!(bench.p50, 3.5);
+        // `--compare-providers` reports the same p50, and a run's streamed summary agrees
+        // within its microsecond resolution.
+        assert_eq!(latency(&s).unwrap(), bench);
+        let mut run = crate::stats::Histogram::new();
+        latencies.iter().for_each(|ms| run.record_ms(*ms));
+        let streamed = run.percentiles_ms().unwrap();
+        for (a, b) in [
+            (streamed.p50, bench.p50),
+            (streamed.p99, bench.p99),
+            (streamed.max, bench.max),
+        ] {
+            assert!((a - b).abs() <= 0.0005 + b / 2048.0, "streamed {a}, samples {b}");
+        }
+    }
 }
