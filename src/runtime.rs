@@ -2,7 +2,7 @@
 //! The one place a detector is opened, for `run`, `check`, `bench`, `eval` and
 //! `calibrate` alike, so that all of them resolve paths and report fallbacks the same.
 
-use crate::actuate::{self, RejectLine};
+use crate::actuate::{self, OutputLine};
 use crate::clock;
 use crate::config::Config;
 use crate::judge::Threshold;
@@ -17,7 +17,7 @@ pub struct Runtime {
     pub config: Config,
     pub source: Box<dyn Source>,
     pub detector: Detector,
-    pub reject: Box<dyn RejectLine>,
+    pub reject: Box<dyn OutputLine>,
     pub results: ResultsLog,
     pub threshold: Threshold,
 }
@@ -41,7 +41,7 @@ impl Runtime {
         };
         let results = ResultsLog::open(&results_path)?;
         // The output is opened last, deasserted, once everything else is ready.
-        let reject = actuate::open(&config)?;
+        let reject = actuate::open_reject(&config)?;
         Ok(Runtime {
             config,
             source,

@@ -13,7 +13,7 @@
 //! pitch (the camera's own recent rate), with a trigger each trigger of that time.
 
 use super::Source;
-use crate::actuate::RejectLine;
+use crate::actuate::OutputLine;
 use crate::clock;
 use crate::config::{CameraConfig, Config, TriggerConfig};
 use crate::frame::PixelFormat;
@@ -239,7 +239,7 @@ pub struct CameraWatch {
     /// Starts the feed thread at the first wait for a frame.
     go: Option<Sender<()>>,
     stop: Arc<AtomicBool>,
-    fault: Option<Box<dyn RejectLine>>,
+    fault: Option<Box<dyn OutputLine>>,
     stall_ns: Option<u64>,
     down: Option<Outage>,
     last_frame_ns: u64,
@@ -255,7 +255,7 @@ impl CameraWatch {
     pub fn new(
         (rx, go): (Receiver<CamEvent>, Sender<()>),
         stop: Arc<AtomicBool>,
-        fault: Option<Box<dyn RejectLine>>,
+        fault: Option<Box<dyn OutputLine>>,
         stall: Option<Duration>,
         source: String,
     ) -> CameraWatch {
