@@ -1,6 +1,7 @@
 //! GPIO lines as the configuration names them: a chip by device path or label, a line by
-//! offset or name. One lookup for the trigger input (trigger::gpio), the reject and fault
-//! outputs (actuate::gpio) and `linesight check`, so all three accept and report the same.
+//! offset or name. One lookup for the trigger input (source::trigger::sensor), the reject
+//! and fault outputs (actuate::gpio_line) and `linesight check`, so all three accept and
+//! report the same.
 
 use crate::config::LineRef;
 use anyhow::{anyhow, bail, Context};

@@ -2,14 +2,15 @@
 //! The one place a detector is opened, for `run`, `check`, `bench`, `eval` and
 //! `calibrate` alike, so that all of them resolve paths and report fallbacks the same.
 
-use crate::actuate::{self, RejectLine};
+use crate::actuate::{self, OutputLine};
 use crate::clock;
 use crate::config::{Config, RuntimeConfig};
+use crate::frame::PixelFormat;
 use crate::judge::Threshold;
 use crate::model::{Detector, Manifest};
 use crate::record::ResultsLog;
 use crate::sinks::{self, LineInfo, Sinks};
-use crate::source::{self, Source};
+use crate::source::{self, CameraListener, Source};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
@@ -18,7 +19,7 @@ pub struct Runtime {
     pub config: Config,
     pub source: Box<dyn Source>,
     pub detector: Detector,
-    pub reject: Box<dyn RejectLine>,
+    pub reject: Box<dyn OutputLine>,
     pub results: ResultsLog,
     pub threshold: Threshold,
     /// The plant's side (MQTT, web page), off the frame path.
@@ -38,14 +39,14 @@ impl Runtime {
                 .threshold
                 .unwrap_or(detector.manifest.calibration.threshold),
         );
-        let source = source::open(&config, detector.manifest.input.channels)?;
+        let source = open_source(&config, detector.manifest.input.channels)?;
         let results_path = match results_override {
             Some(p) => p.to_path_buf(),
             None => config.resolve(&config.record.results),
         };
         let results = ResultsLog::open(&results_path)?;
         // The output is opened last, deasserted, once everything else is ready.
-        let reject = actuate::open(&config)?;
+        let reject = actuate::open_reject(&config)?;
         let info = LineInfo::new(
             &config,
             &detector.manifest,
@@ -64,6 +65,64 @@ impl Runtime {
             sinks,
             info,
         })
+    }
+}
+
+/// Opens the configured camera and trigger with the fault output following the camera:
+/// the one wiring for `run` and `collect`. The fault output is requested once the camera
+/// has opened, and left de-energised when the source is dropped.
+pub fn open_source(config: &Config, channels: PixelFormat) -> anyhow::Result<Box<dyn Source>> {
+    source::open(config, channels, || Ok(Box::new(FaultOutput::open(config)?)))
+}
+
+/// The `[status] fault_line`, driven from the camera supervisor's reports: asserted while
+/// the camera is down. Without a configured line, losses are only logged and counted.
+struct FaultOutput {
+    line: Option<Box<dyn OutputLine>>,
+}
+
+impl FaultOutput {
+    /// Opens the configured fault line, deasserted.
+    fn open(config: &Config) -> anyhow::Result<FaultOutput> {
+        let line = match &config.status.fault_line {
+            Some(o) => Some(actuate::open_output(config, o, "linesight-fault", "status.fault_line")?),
+            None => None,
+        };
+        Ok(FaultOutput { line })
+    }
+
+    /// Sets the line; a failed write is logged, never fatal (the parts are rejected anyway).
+    fn set(&mut self, asserted: bool) {
+        if let Some(line) = &mut self.line {
+            if let Err(e) = line.set(asserted) {
+                eprintln!("linesight: ERROR fault output {}: {e:#}", line.describe());
+            }
+        }
+    }
+}
+
+impl CameraListener for FaultOutput {
+    fn camera_down(&mut self, _cause: &str) {
+        self.set(true);
+    }
+
+    fn camera_up(&mut self) {
+        self.set(false);
+    }
+
+    fn down_action(&self) -> Option<&str> {
+        self.line.as_ref().map(|_| "fault output asserted")
+    }
+}
+
+impl Drop for FaultOutput {
+    /// The fault output ends as a stopped board leaves it: de-energised.
+    fn drop(&mut self) {
+        if let Some(line) = &mut self.line {
+            if let Err(e) = line.release() {
+                eprintln!("linesight: ERROR fault output {}: {e:#}", line.describe());
+            }
+        }
     }
 }
 

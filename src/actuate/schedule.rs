@@ -1,7 +1,7 @@
 //! The pulse scheduler: a thread that raises the reject output at each rejected
 //! part's ejector window and lowers it after, merging windows that overlap.
 
-use super::RejectLine;
+use super::OutputLine;
 use crate::clock;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::collections::VecDeque;
@@ -64,8 +64,8 @@ pub struct PulseStats {
 }
 
 /// Runs until `windows` is closed and every window received has been driven, then
-/// leaves the output de-energised (`RejectLine::release`).
-pub fn run_scheduler(mut line: Box<dyn RejectLine>, windows: Receiver<Window>) -> PulseStats {
+/// leaves the output de-energised (`OutputLine::release`).
+pub fn run_scheduler(mut line: Box<dyn OutputLine>, windows: Receiver<Window>) -> PulseStats {
     const EARLY_WAKE: Duration = Duration::from_micros(2000);
     raise_priority();
     let mut plan = PulsePlan::default();

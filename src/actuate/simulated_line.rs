@@ -1,7 +1,7 @@
-//! A reject output with no hardware: every edge is kept with its time, and written
+//! An output line with no hardware: every edge is kept with its time, and written
 //! to an edge log so that tests and commissioning can check the timing.
 
-use super::RejectLine;
+use super::OutputLine;
 use crate::clock;
 use anyhow::Context;
 use serde::Serialize;
@@ -23,11 +23,12 @@ pub struct SimulatedLine {
 }
 
 impl SimulatedLine {
-    pub fn new(edge_log: Option<PathBuf>) -> anyhow::Result<Self> {
+    /// `key` (`reject.output`, `status.fault_line`) names the line's section in messages.
+    pub fn new(edge_log: Option<PathBuf>, key: &str) -> anyhow::Result<Self> {
         let log = match edge_log {
             Some(path) => {
-                let file = File::create(&path)
-                    .with_context(|| format!("reject.output.edge_log: cannot create {}", path.display()))?;
+                let file =
+                    File::create(&path).with_context(|| format!("{key}.edge_log: cannot create {}", path.display()))?;
                 Some((path, file))
             }
             None => None,
@@ -36,7 +37,7 @@ impl SimulatedLine {
     }
 }
 
-impl RejectLine for SimulatedLine {
+impl OutputLine for SimulatedLine {
     fn set(&mut self, asserted: bool) -> anyhow::Result<()> {
         if asserted == self.level {
             return Ok(());

@@ -4,7 +4,7 @@
 use super::check::model_channels;
 use crate::config::Config;
 use crate::frame::PixelFormat;
-use crate::source;
+use crate::runtime;
 use anyhow::Context;
 use serde::Serialize;
 use std::io::Write;
@@ -75,7 +75,7 @@ pub fn collect(config: &Config, count: usize, out: &Path, stop: &AtomicBool) -> 
         .append(true)
         .open(&index_path)
         .with_context(|| format!("cannot open {}", index_path.display()))?;
-    let mut source = source::open(config, model_channels(config))?;
+    let mut source = runtime::open_source(config, model_channels(config))?;
     eprintln!("linesight: collecting {count} frames from {}", source.describe());
     let mut report = CollectReport { saved: 0, skipped: 0 };
     while report.saved < count && !stop.load(Ordering::Relaxed) {

@@ -49,7 +49,7 @@ pub struct PulseReport {
 /// trigger edge (the ejector should hit the part that passed the sensor); in free run,
 /// every `interval` from now.
 pub fn pulse(config: &Config, count: u64, interval: Duration, stop: &AtomicBool) -> anyhow::Result<PulseReport> {
-    let line = actuate::open(config)?;
+    let line = actuate::open_reject(config)?;
     let (tx, rx) = crossbeam_channel::unbounded::<Window>();
     eprintln!(
         "linesight: pulsing {} {count} time(s), {} ms each",

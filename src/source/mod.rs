@@ -6,9 +6,11 @@
 //! ```text
 //! device source (v4l2, gstreamer, synthetic, folder) ── feed thread (reopens on loss)
 //!        └──▶ supervise: free run (every frame a part) or trigger (parts from a sensor)
+//!                └──▶ camera up/down reports to the `CameraListener` of whoever wired it
 //! ```
 //!
-//! `open` builds the whole chain; the pipeline sees one `Source`.
+//! `open` builds the whole chain; the pipeline sees one `Source`. The source drives no
+//! output: the composition root (runtime.rs) drives the fault output from its reports.
 
 mod folder;
 #[cfg(feature = "gstreamer")]
@@ -19,7 +21,7 @@ mod synthetic_part;
 pub mod v4l2;
 
 pub use folder::FolderSource;
-pub use supervise::CameraHealth;
+pub use supervise::{CameraHealth, CameraListener};
 pub use synthetic::SyntheticSource;
 pub use synthetic_part::{save_dataset, PartGenerator, PartSpec, SyntheticPart};
 pub mod trigger;
@@ -76,8 +78,13 @@ pub trait Source: Send {
 /// Opens the configured camera and trigger: the source the pipeline reads parts from.
 /// `channels` is what the model wants, so that a camera delivers it without a second conversion.
 /// Fails if the camera cannot be opened now; once running, a lost camera is reopened.
-pub fn open(config: &Config, channels: PixelFormat) -> anyhow::Result<Box<dyn Source>> {
-    supervise::open(config, channels)
+/// `listener` is called once the camera is open, and hears every loss and recovery.
+pub fn open(
+    config: &Config,
+    channels: PixelFormat,
+    listener: impl FnOnce() -> anyhow::Result<Box<dyn CameraListener>>,
+) -> anyhow::Result<Box<dyn Source>> {
+    supervise::open(config, channels, listener)
 }
 
 /// Opens the configured device source once, unsupervised (check, collect, and each

@@ -2,18 +2,23 @@
 //!
 //! ```text
 //! device source ──▶ feed thread ──events──▶ CameraWatch ──▶ FreeRun / Triggered source
-//!   (reopened with backoff)          (up/down, fault output, counts)
+//!   (reopened with backoff)        (up/down, counts) └──reports──▶ CameraListener
 //! ```
 //!
 //! The feed thread reads the device source; when it errors, ends unexpectedly or stalls,
 //! the thread drops it (closing the device) and reopens it with exponential backoff, for
 //! as long as the run lasts. `CameraWatch` turns those events into a state: while the
-//! camera is down the `[status] fault_line` is asserted, and the parts of that time are
-//! fail-safe rejects with the reason `camera_lost`: in free run one per nominal frame
-//! pitch (the camera's own recent rate), with a trigger each trigger of that time.
+//! camera is down, the parts of that time are fail-safe rejects with the reason
+//! `camera_lost`: in free run one per nominal frame pitch (the camera's own recent rate),
+//! with a trigger each trigger of that time. Each loss and recovery is reported to the
+//! `CameraListener` of whoever wired the source (the composition root drives the
+//! `[status] fault_line` from it): the source drives no output itself.
+//!
+//! `CameraWatch` and `FreeRunParts` are pure: events and the time they were seen come in
+//! as arguments, so that their decisions are unit-tested without threads or sleeps.
+//! `Feed` (the thread and its channel) and `FreeRun` are the thin shell around them.
 
 use super::Source;
-use crate::actuate::RejectLine;
 use crate::clock;
 use crate::config::{CameraConfig, Config, TriggerConfig};
 use crate::frame::PixelFormat;
@@ -63,24 +68,66 @@ impl Retry {
     }
 }
 
-/// Starts the feed thread on an open source. Frames and state changes come out of the
-/// returned channel; setting `stop` (or dropping the receiver) ends the thread.
-/// The thread reads nothing until `CameraWatch` asks for the first frame, so that no
-/// frame goes stale while the rest of the pipeline starts.
-pub fn spawn_feed(
-    first: Box<dyn Source>,
-    reopen: Opener,
-    retry: Retry,
+/// The feed thread and the channel its events come out of. Dropping it stops the thread.
+pub struct Feed {
+    rx: Receiver<CamEvent>,
+    /// Starts the thread at the first wait for a frame.
+    go: Option<Sender<()>>,
     stop: Arc<AtomicBool>,
-) -> anyhow::Result<(Receiver<CamEvent>, Sender<()>)> {
-    let (tx, rx) = bounded(8);
-    let (go_tx, go_rx) = bounded::<()>(1);
-    std::thread::Builder::new().name("ls-camera".into()).spawn(move || {
-        if go_rx.recv().is_ok() {
-            feed_loop(first, reopen, retry, tx, &stop)
+}
+
+impl Feed {
+    /// Starts the feed thread on an open source; `reopen` opens it again after a loss.
+    /// The thread reads nothing until `start`, so that no frame goes stale while the rest
+    /// of the pipeline starts.
+    pub fn spawn(first: Box<dyn Source>, reopen: Opener, retry: Retry) -> anyhow::Result<Feed> {
+        let (tx, rx) = bounded(8);
+        let (go_tx, go_rx) = bounded::<()>(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = Arc::clone(&stop);
+        std::thread::Builder::new().name("ls-camera".into()).spawn(move || {
+            if go_rx.recv().is_ok() {
+                feed_loop(first, reopen, retry, tx, &thread_stop)
+            }
+        })?;
+        Ok(Feed {
+            rx,
+            go: Some(go_tx),
+            stop,
+        })
+    }
+
+    /// Lets the thread read frames; true the first time (the camera starts now).
+    pub fn start(&mut self) -> bool {
+        match self.go.take() {
+            Some(go) => {
+                let _ = go.send(());
+                true
+            }
+            None => false,
         }
-    })?;
-    Ok((rx, go_tx))
+    }
+
+    /// The next event, waiting until `deadline_ns` at most (None: until one comes).
+    pub fn recv_until(&self, deadline_ns: Option<u64>) -> Result<CamEvent, RecvTimeoutError> {
+        match deadline_ns {
+            Some(t) => self
+                .rx
+                .recv_timeout(Duration::from_nanos(t.saturating_sub(clock::now_ns()))),
+            None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        }
+    }
+
+    /// The channel to wait on, for callers that wait on other channels too (the trigger).
+    pub fn events(&self) -> &Receiver<CamEvent> {
+        &self.rx
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 fn feed_loop(first: Box<dyn Source>, mut reopen: Opener, retry: Retry, tx: Sender<CamEvent>, stop: &AtomicBool) {
@@ -214,6 +261,20 @@ impl CameraHealth {
     }
 }
 
+/// Hears of the camera's losses and recoveries: implemented by whoever wired the source
+/// (the composition root drives the `[status] fault_line` from it).
+pub trait CameraListener: Send {
+    /// The camera was just lost, for `cause`; its parts are rejected until it is back.
+    fn camera_down(&mut self, cause: &str);
+    /// The first frame after a loss has arrived.
+    fn camera_up(&mut self);
+    /// What `camera_down` sets off, named in the camera-lost ERROR ("fault output
+    /// asserted"); None if nothing.
+    fn down_action(&self) -> Option<&str> {
+        None
+    }
+}
+
 /// What one wait on the camera brought.
 #[derive(Debug)]
 pub enum Polled {
@@ -226,20 +287,25 @@ pub enum Polled {
     Ended,
 }
 
+/// What a source makes of one step: a part, the end, or nothing yet (wait again).
+#[derive(Debug)]
+pub enum Next {
+    Part(Frame),
+    End,
+    Wait,
+}
+
 struct Outage {
     since_ns: u64,
     cause: String,
     tries: u64,
 }
 
-/// The camera's state as seen from the frame path: up or down, with the fault output
-/// following it. Shared by the free-run and the triggered sources.
+/// The camera's state as seen from the frame path: up or down, reported to its listener.
+/// Shared by the free-run and the triggered sources. Pure: every event comes with the
+/// time it was seen (`now_ns`), so stalls, losses and recoveries are decided without a clock.
 pub struct CameraWatch {
-    rx: Receiver<CamEvent>,
-    /// Starts the feed thread at the first wait for a frame.
-    go: Option<Sender<()>>,
-    stop: Arc<AtomicBool>,
-    fault: Option<Box<dyn RejectLine>>,
+    listener: Box<dyn CameraListener>,
     stall_ns: Option<u64>,
     down: Option<Outage>,
     last_frame_ns: u64,
@@ -252,21 +318,13 @@ pub struct CameraWatch {
 }
 
 impl CameraWatch {
-    pub fn new(
-        (rx, go): (Receiver<CamEvent>, Sender<()>),
-        stop: Arc<AtomicBool>,
-        fault: Option<Box<dyn RejectLine>>,
-        stall: Option<Duration>,
-        source: String,
-    ) -> CameraWatch {
+    /// A camera that is lost after `stall` without a frame (None: never by silence alone).
+    pub fn new(stall: Option<Duration>, source: String, listener: Box<dyn CameraListener>) -> CameraWatch {
         CameraWatch {
-            rx,
-            go: Some(go),
-            stop,
-            fault,
+            listener,
             stall_ns: stall.map(|d| d.as_nanos() as u64),
             down: None,
-            last_frame_ns: clock::now_ns(),
+            last_frame_ns: 0,
             last_capture_ns: None,
             intervals: VecDeque::new(),
             delivery: Histogram::new_with_bounds(1, 60_000_000, 3).expect("static bounds are valid"),
@@ -278,9 +336,19 @@ impl CameraWatch {
         }
     }
 
+    /// The camera started streaming at `now_ns`: the stall time runs from here.
+    pub fn start(&mut self, now_ns: u64) {
+        self.last_frame_ns = now_ns;
+    }
+
     /// Why the camera is down, while it is.
     pub fn down_cause(&self) -> Option<&str> {
         self.down.as_ref().map(|o| o.cause.as_str())
+    }
+
+    /// The source has no more frames.
+    pub fn ended(&self) -> bool {
+        self.ended
     }
 
     /// The camera's frame pitch from its recent frames (median interval), once known.
@@ -293,11 +361,11 @@ impl CameraWatch {
         Some(v[v.len() / 2].max(1_000_000))
     }
 
-    /// Counts so far, with a running outage folded in.
-    pub fn health(&self) -> CameraHealth {
+    /// Counts so far, with an outage still running at `now_ns` folded in.
+    pub fn health(&self, now_ns: u64) -> CameraHealth {
         let mut h = self.health.clone();
         if let Some(o) = &self.down {
-            let s = (clock::now_ns() - o.since_ns) as f64 / 1e9;
+            let s = now_ns.saturating_sub(o.since_ns) as f64 / 1e9;
             h.down_s += s;
             h.longest_outage_s = h.longest_outage_s.max(s);
             h.down_at_end = true;
@@ -322,35 +390,6 @@ impl CameraWatch {
         &mut self.health
     }
 
-    /// Waits for the next camera event until `until_ns` (None: until something happens).
-    pub fn poll(&mut self, until_ns: Option<u64>) -> Polled {
-        if self.ended {
-            return Polled::Ended;
-        }
-        self.start();
-        let got = match self.due(until_ns) {
-            Some(t) => self
-                .rx
-                .recv_timeout(Duration::from_nanos(t.saturating_sub(clock::now_ns()))),
-            None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
-        self.handle(got)
-    }
-
-    /// The channel to wait on, for callers that wait on other channels too (the trigger).
-    /// Starts the camera on first use.
-    pub fn events(&mut self) -> &Receiver<CamEvent> {
-        self.start();
-        &self.rx
-    }
-
-    fn start(&mut self) {
-        if let Some(go) = self.go.take() {
-            self.last_frame_ns = clock::now_ns();
-            let _ = go.send(());
-        }
-    }
-
     /// When the watcher wants to run next: `until_ns`, or earlier when a stall falls due.
     pub fn due(&self, until_ns: Option<u64>) -> Option<u64> {
         let stall_due = self.stall_due();
@@ -364,17 +403,17 @@ impl CameraWatch {
         }
     }
 
-    /// Takes in what a wait on `events()` brought (a timeout included).
-    pub fn handle(&mut self, got: Result<CamEvent, RecvTimeoutError>) -> Polled {
+    /// Takes in what a wait on the feed brought (a timeout included), seen at `now_ns`.
+    pub fn handle(&mut self, got: Result<CamEvent, RecvTimeoutError>, now_ns: u64) -> Polled {
         if self.ended {
             return Polled::Ended;
         }
         match got {
             Ok(CamEvent::Frame(f)) => {
-                self.on_frame(&f);
+                self.on_frame(&f, now_ns);
                 Polled::Frame(f)
             }
-            Ok(CamEvent::Lost(cause)) => self.go_down(cause),
+            Ok(CamEvent::Lost(cause)) => self.go_down(cause, now_ns),
             Ok(CamEvent::OpenFailed {
                 error,
                 attempt,
@@ -404,20 +443,19 @@ impl CameraWatch {
                 Polled::Ended
             }
             Err(RecvTimeoutError::Timeout) => match self.stall_due() {
-                Some(t) if clock::now_ns() >= t => {
+                Some(t) if now_ns >= t => {
                     let ms = self.stall_ns.unwrap_or(0) / 1_000_000;
-                    self.go_down(format!("no frame for {ms} ms (status.camera_stall_ms)"))
+                    self.go_down(format!("no frame for {ms} ms (status.camera_stall_ms)"), now_ns)
                 }
                 _ => Polled::Idle,
             },
         }
     }
 
-    fn on_frame(&mut self, f: &Frame) {
-        let now = clock::now_ns();
+    fn on_frame(&mut self, f: &Frame, now_ns: u64) {
         self.health.frames += 1;
         self.delivery
-            .saturating_record((now.saturating_sub(f.capture_ns) / 1000).max(1));
+            .saturating_record((now_ns.saturating_sub(f.capture_ns) / 1000).max(1));
         if let Some(prev) = self.last_capture_ns {
             if f.capture_ns > prev {
                 self.intervals.push_back(f.capture_ns - prev);
@@ -427,14 +465,14 @@ impl CameraWatch {
             }
         }
         self.last_capture_ns = Some(f.capture_ns);
-        self.last_frame_ns = now;
+        self.last_frame_ns = now_ns;
         if let Some(o) = self.down.take() {
-            let s = (now - o.since_ns) as f64 / 1e9;
+            let s = now_ns.saturating_sub(o.since_ns) as f64 / 1e9;
             self.health.recoveries += 1;
             self.health.down_s += s;
             self.health.longest_outage_s = self.health.longest_outage_s.max(s);
             self.health.recovery_s.push(s);
-            self.set_fault(false);
+            self.listener.camera_up();
             eprintln!(
                 "linesight: camera recovered after {s:.2} s ({} failed reopen(s)): {}",
                 o.tries, self.health.source
@@ -442,38 +480,30 @@ impl CameraWatch {
         }
     }
 
-    fn go_down(&mut self, cause: String) -> Polled {
+    fn go_down(&mut self, cause: String, now_ns: u64) -> Polled {
         if let Some(o) = &self.down {
             // Already down (a stall first, then the source's own error): keep the first cause.
-            eprintln!("linesight: WARN camera: {cause} (down since {:.2} s)", {
-                (clock::now_ns() - o.since_ns) as f64 / 1e9
-            });
+            eprintln!(
+                "linesight: WARN camera: {cause} (down since {:.2} s)",
+                now_ns.saturating_sub(o.since_ns) as f64 / 1e9
+            );
             return Polled::Idle;
         }
         self.health.losses += 1;
         eprintln!(
             "linesight: ERROR camera lost: {cause}; its parts are rejected (camera_lost){}, reopening with backoff",
-            if self.fault.is_some() {
-                ", fault output asserted"
-            } else {
-                ""
-            }
+            self.listener
+                .down_action()
+                .map(|a| format!(", {a}"))
+                .unwrap_or_default()
         );
+        self.listener.camera_down(&cause);
         self.down = Some(Outage {
-            since_ns: clock::now_ns(),
+            since_ns: now_ns,
             cause,
             tries: 0,
         });
-        self.set_fault(true);
         Polled::WentDown
-    }
-
-    fn set_fault(&mut self, asserted: bool) {
-        if let Some(line) = &mut self.fault {
-            if let Err(e) = line.set(asserted) {
-                eprintln!("linesight: ERROR fault output {}: {e:#}", line.describe());
-            }
-        }
     }
 
     /// A part with no frame because the camera is down.
@@ -494,21 +524,10 @@ impl CameraWatch {
     }
 }
 
-impl Drop for CameraWatch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // The fault output ends as a stopped board leaves it: de-energised.
-        if let Some(line) = &mut self.fault {
-            if let Err(e) = line.release() {
-                eprintln!("linesight: ERROR fault output {}: {e:#}", line.describe());
-            }
-        }
-    }
-}
-
-/// Free run: every frame is a part. While the camera is down, a `camera_lost` part is
-/// made at each nominal frame pitch, so that the ejector takes whatever passes meanwhile.
-pub struct FreeRun {
+/// Free run's parts: every frame is a part. While the camera is down, a `camera_lost`
+/// part is made at each nominal frame pitch, so that the ejector takes whatever passes
+/// meanwhile. Pure, like `CameraWatch`.
+pub struct FreeRunParts {
     watch: CameraWatch,
     next_id: u64,
     /// When the next stand-in part is due, while the camera is down.
@@ -516,63 +535,97 @@ pub struct FreeRun {
     pitch_ns: Option<u64>,
 }
 
-impl FreeRun {
-    pub fn new(watch: CameraWatch) -> FreeRun {
-        FreeRun {
+impl FreeRunParts {
+    pub fn new(watch: CameraWatch) -> FreeRunParts {
+        FreeRunParts {
             watch,
             next_id: 0,
             next_lost_ns: None,
             pitch_ns: None,
         }
     }
+
+    /// When to wake without an event: the next stand-in part, or a stall.
+    pub fn wake_at(&self) -> Option<u64> {
+        let stand_in = self.next_lost_ns.filter(|_| self.watch.down_cause().is_some());
+        self.watch.due(stand_in)
+    }
+
+    /// Takes in what a wait on the feed brought, seen at `now_ns`.
+    pub fn handle(&mut self, got: Result<CamEvent, RecvTimeoutError>, now_ns: u64) -> Next {
+        match self.watch.handle(got, now_ns) {
+            Polled::Frame(mut f) => {
+                self.next_lost_ns = None;
+                f.id = self.next_id;
+                self.next_id += 1;
+                return Next::Part(f);
+            }
+            Polled::Ended => return Next::End,
+            Polled::WentDown => {
+                // Parts keep coming at the camera's pitch: the first one a pitch after
+                // the last frame. After a stall that moment has passed, but its part
+                // may still be short of the ejector.
+                self.pitch_ns = self.watch.pitch_ns();
+                self.next_lost_ns = match (self.pitch_ns, self.watch.last_capture_ns) {
+                    (Some(p), Some(last)) => Some(last + p),
+                    (Some(_), None) => Some(now_ns),
+                    _ => None,
+                };
+            }
+            Polled::Idle => {}
+        }
+        match (self.next_lost_ns, self.pitch_ns) {
+            (Some(due), Some(pitch)) if self.watch.down_cause().is_some() && now_ns >= due => {
+                self.next_lost_ns = Some(due + pitch);
+                let id = self.next_id;
+                self.next_id += 1;
+                Next::Part(self.watch.lost_part(id, due))
+            }
+            _ => Next::Wait,
+        }
+    }
+}
+
+/// Free run on a live camera: the feed thread, and `FreeRunParts` deciding.
+pub struct FreeRun {
+    // Dropped first: the feed thread stops before the listener hears the end.
+    feed: Feed,
+    parts: FreeRunParts,
+}
+
+impl FreeRun {
+    pub fn new(feed: Feed, watch: CameraWatch) -> FreeRun {
+        FreeRun {
+            feed,
+            parts: FreeRunParts::new(watch),
+        }
+    }
 }
 
 impl Source for FreeRun {
     fn next_frame(&mut self) -> anyhow::Result<Option<Frame>> {
+        if self.feed.start() {
+            self.parts.watch.start(clock::now_ns());
+        }
         loop {
-            let until = if self.watch.down_cause().is_some() {
-                self.next_lost_ns
-            } else {
-                None
-            };
-            match self.watch.poll(until) {
-                Polled::Frame(mut f) => {
-                    self.next_lost_ns = None;
-                    f.id = self.next_id;
-                    self.next_id += 1;
-                    return Ok(Some(f));
-                }
-                Polled::Ended => return Ok(None),
-                Polled::WentDown => {
-                    // Parts keep coming at the camera's pitch: the first one a pitch after
-                    // the last frame. After a stall that moment has passed, but its part
-                    // may still be short of the ejector.
-                    self.pitch_ns = self.watch.pitch_ns();
-                    self.next_lost_ns = match (self.pitch_ns, self.watch.last_capture_ns) {
-                        (Some(p), Some(last)) => Some(last + p),
-                        (Some(_), None) => Some(clock::now_ns()),
-                        _ => None,
-                    };
-                }
-                Polled::Idle => {}
+            if self.parts.watch.ended() {
+                return Ok(None);
             }
-            if let (Some(due), Some(pitch)) = (self.next_lost_ns, self.pitch_ns) {
-                if self.watch.down_cause().is_some() && clock::now_ns() >= due {
-                    self.next_lost_ns = Some(due + pitch);
-                    let id = self.next_id;
-                    self.next_id += 1;
-                    return Ok(Some(self.watch.lost_part(id, due)));
-                }
+            let got = self.feed.recv_until(self.parts.wake_at());
+            match self.parts.handle(got, clock::now_ns()) {
+                Next::Part(f) => return Ok(Some(f)),
+                Next::End => return Ok(None),
+                Next::Wait => {}
             }
         }
     }
 
     fn describe(&self) -> String {
-        format!("{} (free run: every frame is a part)", self.watch.source())
+        format!("{} (free run: every frame is a part)", self.parts.watch.source())
     }
 
     fn health(&self) -> Option<CameraHealth> {
-        Some(self.watch.health())
+        Some(self.parts.watch.health(clock::now_ns()))
     }
 }
 
@@ -612,7 +665,13 @@ impl Source for DrilledSource {
 }
 
 /// The chain for a config: device source, feed thread, watcher, free run or trigger.
-pub fn open(config: &Config, channels: PixelFormat) -> anyhow::Result<Box<dyn Source>> {
+/// `listener` is called once the camera has opened (so that what it requests, such as the
+/// fault output, is requested only then) and hears every loss and recovery.
+pub fn open(
+    config: &Config,
+    channels: PixelFormat,
+    listener: impl FnOnce() -> anyhow::Result<Box<dyn CameraListener>>,
+) -> anyhow::Result<Box<dyn Source>> {
     let status = &config.status;
     // Only a real camera stalls: a simulated line or a folder is paced by linesight itself
     // (and may be slower than any stall time, like the virtual board's 0.5 parts/s).
@@ -644,64 +703,109 @@ pub fn open(config: &Config, channels: PixelFormat) -> anyhow::Result<Box<dyn So
     });
     let first = opener()?;
     let source = first.describe();
-    let fault = match &status.fault_line {
-        Some(o) => Some(crate::actuate::open_output(
-            config,
-            o,
-            "linesight-fault",
-            "status.fault_line",
-        )?),
-        None => None,
-    };
-    let stop = Arc::new(AtomicBool::new(false));
+    let listener = listener()?;
     let retry = Retry {
         first: Duration::from_millis(status.camera_retry_ms),
         max: Duration::from_millis(status.camera_retry_max_ms),
     };
-    let feed = spawn_feed(first, opener, retry, Arc::clone(&stop))?;
-    let watch = CameraWatch::new(feed, stop, fault, stall, source);
+    let feed = Feed::spawn(first, opener, retry)?;
+    let watch = CameraWatch::new(stall, source, listener);
     Ok(match &config.trigger {
-        TriggerConfig::FreeRun => Box::new(FreeRun::new(watch)),
-        TriggerConfig::Gpio(t) => Box::new(crate::source::trigger::Triggered::open(t, watch)?),
+        TriggerConfig::FreeRun => Box::new(FreeRun::new(feed, watch)),
+        TriggerConfig::Gpio(t) => Box::new(crate::source::trigger::Triggered::open(t, feed, watch)?),
     })
 }
 
 #[cfg(test)]
+pub(crate) mod test_support {
+    use super::CameraListener;
+    use std::sync::{Arc, Mutex};
+
+    /// A listener that keeps every report ("down: <cause>", "up"), for tests.
+    #[derive(Clone, Default)]
+    pub struct Reports(Arc<Mutex<Vec<String>>>);
+
+    impl Reports {
+        pub fn heard(&self) -> Vec<String> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    impl CameraListener for Reports {
+        fn camera_down(&mut self, cause: &str) {
+            self.0.lock().unwrap().push(format!("down: {cause}"));
+        }
+        fn camera_up(&mut self) {
+            self.0.lock().unwrap().push("up".into());
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
+    use super::test_support::Reports;
     use super::*;
     use crate::frame::{PixelFormat, Pixels};
 
-    /// A scripted device: frames at a fixed pitch, then an error, and reopen results.
-    struct Scripted {
-        frames: u64,
-        fail_after: Option<u64>,
-        pitch: Duration,
+    const MS: u64 = 1_000_000;
+
+    fn frame(capture_ns: u64) -> Frame {
+        Frame {
+            id: 0,
+            capture_ns,
+            frame_ns: None,
+            image: Ok(Pixels {
+                width: 1,
+                height: 1,
+                format: PixelFormat::Gray8,
+                data: vec![0],
+            }),
+            truth: None,
+            origin: None,
+        }
     }
 
-    impl Source for Scripted {
-        fn next_frame(&mut self) -> anyhow::Result<Option<Frame>> {
-            if self.fail_after == Some(self.frames) {
-                anyhow::bail!("device vanished");
+    fn free_run(stall_ms: u64, reports: &Reports) -> FreeRunParts {
+        let mut watch = CameraWatch::new(
+            Some(Duration::from_millis(stall_ms)),
+            "scripted".into(),
+            Box::new(reports.clone()),
+        );
+        watch.start(0);
+        FreeRunParts::new(watch)
+    }
+
+    fn failed_open(attempt: u64) -> CamEvent {
+        CamEvent::OpenFailed {
+            error: "no such device".into(),
+            attempt,
+            retry_in: Duration::from_millis(80),
+        }
+    }
+
+    /// Plays a timeline of (time seen, event) into free run as `FreeRun` waits for it:
+    /// between events it wakes with a timeout whenever the parts ask to. The parts made.
+    fn play(parts: &mut FreeRunParts, timeline: Vec<(u64, CamEvent)>) -> Vec<Frame> {
+        let mut out = Vec::new();
+        for (t, event) in timeline {
+            for wakes in 0.. {
+                let Some(wake) = parts.wake_at().filter(|&w| w <= t) else {
+                    break;
+                };
+                assert!(wakes < 1000, "free run keeps waking at {wake} ns");
+                if let Next::Part(f) = parts.handle(Err(RecvTimeoutError::Timeout), wake) {
+                    out.push(f);
+                }
             }
-            std::thread::sleep(self.pitch);
-            self.frames += 1;
-            Ok(Some(Frame {
-                id: self.frames,
-                capture_ns: clock::now_ns(),
-                frame_ns: None,
-                image: Ok(Pixels {
-                    width: 1,
-                    height: 1,
-                    format: PixelFormat::Gray8,
-                    data: vec![0],
-                }),
-                truth: None,
-                origin: None,
-            }))
+            if let Next::Part(f) = parts.handle(Ok(event), t) {
+                out.push(f);
+            }
         }
-        fn describe(&self) -> String {
-            "scripted".into()
-        }
+        out
+    }
+
+    fn reason(f: &Frame) -> Option<Reason> {
+        f.image.as_ref().err().map(|e| e.reason)
     }
 
     #[test]
@@ -716,99 +820,165 @@ mod tests {
 
     #[test]
     fn a_lost_camera_gives_camera_lost_parts_at_its_pitch_then_recovers() {
-        let pitch = Duration::from_millis(10);
-        let first = Box::new(Scripted {
-            frames: 0,
-            fail_after: Some(20),
-            pitch,
-        });
-        let tries = Arc::new(Mutex::new(0));
-        let t2 = Arc::clone(&tries);
-        let opener: Opener = Box::new(move || {
-            let mut n = t2.lock().unwrap();
-            *n += 1;
-            if *n < 3 {
-                anyhow::bail!("no such device");
-            }
-            Ok(Box::new(Scripted {
-                frames: 0,
-                fail_after: None,
-                pitch,
-            }))
-        });
-        let retry = Retry {
-            first: Duration::from_millis(40),
-            max: Duration::from_millis(80),
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let feed = spawn_feed(first, opener, retry, Arc::clone(&stop)).unwrap();
-        let watch = CameraWatch::new(feed, stop, None, Some(Duration::from_millis(500)), "scripted".into());
-        let mut src = FreeRun::new(watch);
-        let mut reasons = Vec::new();
-        let mut ids = Vec::new();
-        while reasons.iter().filter(|r: &&Option<Reason>| r.is_none()).count() < 30 {
-            let f = src.next_frame().unwrap().unwrap();
-            ids.push(f.id);
-            reasons.push(f.image.err().map(|e| e.reason));
-        }
-        assert_eq!(
-            ids,
-            (0..ids.len() as u64).collect::<Vec<_>>(),
-            "parts numbered without gaps"
-        );
-        let lost = reasons.iter().filter(|r| **r == Some(Reason::CameraLost)).count();
-        // Down for 40 + 80 + 80 ms of backoff (three tries) at a 10 ms pitch: some 20 parts.
-        assert!((10..=40).contains(&lost), "{lost} camera_lost parts: {reasons:?}");
+        let reports = Reports::default();
+        let mut parts = free_run(500, &reports);
+        // 20 frames at a 10 ms pitch (each seen 1 ms after capture), lost at 205 ms, two
+        // failed reopens, open again at 400 ms and frames from 405 ms.
+        let mut timeline: Vec<(u64, CamEvent)> = (1..=20)
+            .map(|i| ((10 * i + 1) * MS, CamEvent::Frame(frame(10 * i * MS))))
+            .collect();
+        timeline.push((205 * MS, CamEvent::Lost("device vanished".into())));
+        timeline.push((245 * MS, failed_open(1)));
+        timeline.push((325 * MS, failed_open(2)));
+        timeline.push((400 * MS, CamEvent::Reopened("scripted".into())));
+        timeline.extend((0..10).map(|i| ((406 + 10 * i) * MS, CamEvent::Frame(frame((405 + 10 * i) * MS)))));
+        let got = play(&mut parts, timeline);
+
+        let ids: Vec<u64> = got.iter().map(|f| f.id).collect();
+        assert_eq!(ids, (0..50).collect::<Vec<_>>(), "parts numbered without gaps");
         assert!(
-            reasons[..20].iter().all(Option::is_none),
+            got[..20].iter().all(|f| reason(f).is_none()),
             "frames before the loss are parts"
         );
-        assert!(reasons.last().unwrap().is_none(), "frames again after recovery");
-        let h = src.health().unwrap();
-        assert_eq!((h.losses, h.recoveries, h.failed_reopens), (1, 1, 2));
-        assert_eq!(h.lost_parts as usize, lost);
-        assert!(h.recovery_s[0] >= 0.1, "{:?}", h.recovery_s);
+        // One stand-in per pitch from a pitch after the last frame, until the camera is back.
+        let lost = &got[20..40];
+        assert!(lost.iter().all(|f| reason(f) == Some(Reason::CameraLost)));
+        let times: Vec<u64> = lost.iter().map(|f| f.capture_ns / MS).collect();
+        assert_eq!(times, (21..=40).map(|i| i * 10).collect::<Vec<_>>());
+        assert_eq!(
+            lost[0].image.as_ref().unwrap_err().detail,
+            "camera lost: device vanished"
+        );
+        assert!(
+            got[40..].iter().all(|f| reason(f).is_none()),
+            "frames again after recovery"
+        );
+
+        let h = parts.watch.health(500 * MS);
+        assert_eq!((h.losses, h.recoveries, h.failed_reopens, h.lost_parts), (1, 1, 2, 20));
+        assert_eq!(h.recovery_s, [0.201], "loss at 205 ms, first frame back seen at 406 ms");
+        assert!(!h.down_at_end);
+        assert_eq!(reports.heard(), ["down: device vanished", "up"]);
     }
 
     #[test]
     fn a_stalled_camera_is_lost_after_the_stall_time() {
-        struct Silent;
-        impl Source for Silent {
-            fn next_frame(&mut self) -> anyhow::Result<Option<Frame>> {
-                // A driver that never answers; the thread is left behind when the test ends.
-                std::thread::sleep(Duration::from_secs(3600));
-                Ok(None)
-            }
-            fn describe(&self) -> String {
-                "silent".into()
-            }
+        let reports = Reports::default();
+        let mut parts = free_run(50, &reports);
+        for i in 1..=10 {
+            let got = parts.handle(Ok(CamEvent::Frame(frame(10 * i * MS))), (10 * i + 1) * MS);
+            assert!(matches!(got, Next::Part(_)));
         }
-        let stop = Arc::new(AtomicBool::new(false));
-        let retry = Retry {
-            first: Duration::from_millis(10),
-            max: Duration::from_millis(10),
-        };
-        let rx = spawn_feed(
-            Box::new(Silent),
-            Box::new(|| anyhow::bail!("x")),
-            retry,
-            Arc::clone(&stop),
-        )
-        .unwrap();
-        let mut watch = CameraWatch::new(rx, stop, None, Some(Duration::from_millis(100)), "silent".into());
-        let t0 = clock::now_ns();
-        let mut went_down = false;
-        while clock::now_ns() - t0 < 1_000_000_000 {
-            if let Polled::WentDown = watch.poll(Some(t0 + 1_000_000_000)) {
-                went_down = true;
-                break;
-            }
-        }
-        let waited_ms = (clock::now_ns() - t0) / 1_000_000;
-        assert!(
-            went_down && (100..400).contains(&waited_ms),
-            "down after {waited_ms} ms"
+        assert_eq!(
+            parts.wake_at(),
+            Some(151 * MS),
+            "stall due 50 ms after the last frame was seen"
         );
-        assert!(watch.down_cause().unwrap().contains("no frame for 100 ms"));
+        assert!(matches!(
+            parts.handle(Err(RecvTimeoutError::Timeout), 150 * MS),
+            Next::Wait
+        ));
+        assert!(reports.heard().is_empty(), "not lost before the stall time");
+
+        // Lost at 151 ms; the stand-ins a pitch apart from 110 ms, already due, come at once.
+        let mut times = Vec::new();
+        while let Next::Part(f) = parts.handle(Err(RecvTimeoutError::Timeout), 151 * MS) {
+            assert_eq!(reason(&f), Some(Reason::CameraLost));
+            times.push(f.capture_ns / MS);
+        }
+        assert_eq!(times, [110, 120, 130, 140, 150]);
+        assert_eq!(parts.wake_at(), Some(160 * MS));
+        let cause = "no frame for 50 ms (status.camera_stall_ms)";
+        assert_eq!(parts.watch.down_cause(), Some(cause));
+
+        // The source's own error after the stall: still one loss, with the first cause.
+        assert!(matches!(
+            parts.handle(Ok(CamEvent::Lost("driver gave up".into())), 155 * MS),
+            Next::Wait
+        ));
+        assert_eq!(parts.watch.down_cause(), Some(cause));
+        assert_eq!(reports.heard(), [format!("down: {cause}")]);
+        assert_eq!(parts.watch.health(155 * MS).losses, 1);
+    }
+
+    /// A scripted device: `left` frames, then an error (or the end, if `then_end`).
+    struct Scripted {
+        left: u64,
+        then_end: bool,
+    }
+
+    impl Source for Scripted {
+        fn next_frame(&mut self) -> anyhow::Result<Option<Frame>> {
+            if self.left == 0 {
+                if self.then_end {
+                    return Ok(None);
+                }
+                anyhow::bail!("device vanished");
+            }
+            self.left -= 1;
+            Ok(Some(frame(clock::now_ns())))
+        }
+        fn describe(&self) -> String {
+            "scripted".into()
+        }
+    }
+
+    /// The thread is the point here: it closes a failed device and reopens it with backoff.
+    #[test]
+    fn the_feed_thread_reopens_a_lost_camera_with_backoff() {
+        let mut tries = 0;
+        let opener: Opener = Box::new(move || {
+            tries += 1;
+            if tries < 3 {
+                anyhow::bail!("no such device");
+            }
+            Ok(Box::new(Scripted {
+                left: 2,
+                then_end: true,
+            }))
+        });
+        let retry = Retry {
+            first: Duration::from_millis(1),
+            max: Duration::from_millis(2),
+        };
+        let first = Box::new(Scripted {
+            left: 3,
+            then_end: false,
+        });
+        let mut feed = Feed::spawn(first, opener, retry).unwrap();
+        assert!(feed.start(), "the first start lets the thread read");
+        assert!(!feed.start());
+        let mut events = Vec::new();
+        loop {
+            // Only a guard against a hung thread: nothing here is timed.
+            let Ok(event) = feed.events().recv_timeout(Duration::from_secs(30)) else {
+                panic!("the feed thread went quiet after {events:?}");
+            };
+            events.push(match event {
+                CamEvent::Frame(_) => "frame".to_string(),
+                CamEvent::Lost(e) => format!("lost: {e}"),
+                CamEvent::OpenFailed {
+                    error,
+                    attempt,
+                    retry_in,
+                } => format!("try {attempt} failed: {error}; next in {} ms", retry_in.as_millis()),
+                CamEvent::Reopened(d) => format!("reopened: {d}"),
+                CamEvent::Ended => break,
+            });
+        }
+        assert_eq!(
+            events,
+            [
+                "frame",
+                "frame",
+                "frame",
+                "lost: device vanished",
+                "try 1 failed: no such device; next in 2 ms",
+                "try 2 failed: no such device; next in 2 ms",
+                "reopened: scripted",
+                "frame",
+                "frame",
+            ]
+        );
     }
 }

@@ -17,7 +17,7 @@ use crate::clock;
 use crate::config::GpioTrigger;
 use crate::frame::Reason;
 use crate::frame::{Frame, NoImage};
-use crate::source::supervise::{CameraWatch, Polled};
+use crate::source::supervise::{CamEvent, CameraWatch, Feed, Next, Polled};
 use crate::source::{CameraHealth, Source};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select};
 use std::collections::VecDeque;
@@ -134,33 +134,59 @@ pub enum TriggerEvent {
     Failed(String),
 }
 
-/// Parts from the trigger, images from the camera.
-pub struct Triggered {
+/// Parts from the trigger, images from the camera: the matcher and the camera's state
+/// together. Pure, like `Matcher`: edges and camera events come in with their times.
+pub struct TriggeredParts {
     watch: CameraWatch,
-    edges: Receiver<TriggerEvent>,
     matcher: Matcher,
     next_id: u64,
-    describe: String,
+    /// `trigger.window_start_ms`, `window_end_ms`.
     window: (u64, u64),
+    camera_ended: bool,
 }
 
-impl Triggered {
-    /// Requests the trigger line and starts reading its edges.
-    pub fn open(config: &GpioTrigger, watch: CameraWatch) -> anyhow::Result<Triggered> {
-        let (edges, describe) = sensor::spawn(config)?;
-        Ok(Triggered::new(watch, edges, config, describe))
-    }
-
-    pub fn new(watch: CameraWatch, edges: Receiver<TriggerEvent>, config: &GpioTrigger, describe: String) -> Triggered {
+impl TriggeredParts {
+    pub fn new(watch: CameraWatch, config: &GpioTrigger) -> TriggeredParts {
         let window = (config.window_start_ms, config.window_end_ms);
-        Triggered {
+        TriggeredParts {
             watch,
-            edges,
             matcher: Matcher::new(Duration::from_millis(window.0), Duration::from_millis(window.1)),
             next_id: 0,
-            describe,
             window,
+            camera_ended: false,
         }
+    }
+
+    /// An accepted edge at `t_ns` (kernel time): a part.
+    pub fn edge(&mut self, t_ns: u64) {
+        self.watch.counts().triggers += 1;
+        self.matcher.trigger(t_ns);
+    }
+
+    /// What a wait on the camera feed brought (a timeout included), seen at `now_ns`.
+    pub fn camera(&mut self, got: Result<CamEvent, RecvTimeoutError>, now_ns: u64) {
+        match self.watch.handle(got, now_ns) {
+            Polled::Frame(f) => self.matcher.frame(f),
+            Polled::Ended => self.camera_ended = true,
+            Polled::WentDown | Polled::Idle => {}
+        }
+    }
+
+    /// The oldest part, once it can be decided at `now_ns`; the end once the camera has
+    /// ended and no part waits.
+    pub fn next(&mut self, now_ns: u64) -> Next {
+        let decided = self.matcher.next(now_ns);
+        self.watch.counts().unmatched_frames = self.matcher.unmatched;
+        match decided {
+            Some((t, m)) => Next::Part(self.part(t, m)),
+            None if self.camera_ended && self.matcher.wake_at().is_none() => Next::End,
+            None => Next::Wait,
+        }
+    }
+
+    /// When to wake without an event: the oldest window's end, or a camera stall.
+    pub fn wake_at(&self) -> Option<u64> {
+        self.watch.due(self.matcher.wake_at())
     }
 
     fn part(&mut self, t_ns: u64, m: Matched) -> Frame {
@@ -198,77 +224,92 @@ impl Triggered {
     }
 }
 
+/// Triggered parts on a live camera and a live input: the feed thread, the trigger
+/// thread's edges, and `TriggeredParts` deciding.
+pub struct Triggered {
+    // Dropped first: the feed thread stops before the listener hears the end.
+    feed: Feed,
+    edges: Receiver<TriggerEvent>,
+    parts: TriggeredParts,
+    describe: String,
+}
+
+impl Triggered {
+    /// Requests the trigger line and starts reading its edges.
+    pub fn open(config: &GpioTrigger, feed: Feed, watch: CameraWatch) -> anyhow::Result<Triggered> {
+        let (edges, describe) = sensor::spawn(config)?;
+        Ok(Triggered {
+            feed,
+            edges,
+            parts: TriggeredParts::new(watch, config),
+            describe,
+        })
+    }
+
+    fn take(&mut self, event: TriggerEvent) -> anyhow::Result<()> {
+        match event {
+            TriggerEvent::Edge(t) => {
+                self.parts.edge(t);
+                Ok(())
+            }
+            TriggerEvent::Failed(e) => anyhow::bail!("trigger: {e}"),
+        }
+    }
+}
+
 impl Source for Triggered {
     fn next_frame(&mut self) -> anyhow::Result<Option<Frame>> {
-        let mut camera_ended = false;
+        if self.feed.start() {
+            self.parts.watch.start(clock::now_ns());
+        }
         loop {
-            while let Ok(ev) = self.edges.try_recv() {
-                match ev {
-                    TriggerEvent::Edge(t) => {
-                        self.watch.counts().triggers += 1;
-                        self.matcher.trigger(t);
-                    }
-                    TriggerEvent::Failed(e) => anyhow::bail!("trigger: {e}"),
-                }
+            while let Ok(event) = self.edges.try_recv() {
+                self.take(event)?;
             }
-            if let Some((t, m)) = self.matcher.next(clock::now_ns()) {
-                return Ok(Some(self.part(t, m)));
-            }
-            self.watch.counts().unmatched_frames = self.matcher.unmatched;
-            if camera_ended && self.matcher.wake_at().is_none() {
-                return Ok(None);
+            match self.parts.next(clock::now_ns()) {
+                Next::Part(f) => return Ok(Some(f)),
+                Next::End => return Ok(None),
+                Next::Wait => {}
             }
             // Wait for a frame, an edge, the oldest window's end or a camera stall.
-            let cam_rx = self.watch.events().clone();
-            let due = self.watch.due(self.matcher.wake_at());
+            let cam_rx = self.feed.events().clone();
             let edges = self.edges.clone();
             let mut sel = Select::new();
-            let cam = (!camera_ended).then(|| sel.recv(&cam_rx));
+            let cam = (!self.parts.camera_ended).then(|| sel.recv(&cam_rx));
             let trig = sel.recv(&edges);
-            let op = match due {
+            let op = match self.parts.wake_at() {
                 Some(t) => sel.select_timeout(Duration::from_nanos(t.saturating_sub(clock::now_ns()))),
                 None => Ok(sel.select()),
             };
             match op {
                 Ok(op) if Some(op.index()) == cam => {
                     let got = op.recv(&cam_rx).map_err(|_| RecvTimeoutError::Disconnected);
-                    match self.watch.handle(got) {
-                        Polled::Frame(f) => self.matcher.frame(f),
-                        Polled::Ended => camera_ended = true,
-                        Polled::WentDown | Polled::Idle => {}
-                    }
+                    self.parts.camera(got, clock::now_ns());
                 }
                 Ok(op) => {
                     debug_assert_eq!(op.index(), trig);
                     match op.recv(&edges) {
-                        Ok(TriggerEvent::Edge(t)) => {
-                            self.watch.counts().triggers += 1;
-                            self.matcher.trigger(t);
-                        }
-                        Ok(TriggerEvent::Failed(e)) => anyhow::bail!("trigger: {e}"),
+                        Ok(event) => self.take(event)?,
                         Err(_) => anyhow::bail!("trigger: the input thread stopped"),
                     }
                 }
-                Err(_) => {
-                    // Timeout: let the watcher see a stall, then decide what fell due.
-                    self.watch.handle(Err(RecvTimeoutError::Timeout));
-                }
+                // Timeout: let the watcher see a stall; the loop then decides what fell due.
+                Err(_) => self.parts.camera(Err(RecvTimeoutError::Timeout), clock::now_ns()),
             }
         }
     }
 
     fn describe(&self) -> String {
+        let (start, end) = self.parts.window;
         format!(
-            "{}; parts from trigger {}, frame window {}..{} ms",
-            self.watch.source(),
+            "{}; parts from trigger {}, frame window {start}..{end} ms",
+            self.parts.watch.source(),
             self.describe,
-            self.window.0,
-            self.window.1
         )
     }
 
     fn health(&self) -> Option<CameraHealth> {
-        Some(self.watch.health())
+        Some(self.parts.watch.health(clock::now_ns()))
     }
 }
 
@@ -346,55 +387,51 @@ mod tests {
         assert_eq!((t / MS, matched_at(&got)), (210, Some(235)));
     }
 
-    /// A camera on a script: frames every 20 ms, a silent spell, then an error; reopened
-    /// after two failed tries it streams again.
-    struct ScriptedCamera {
-        n: u64,
+    /// What reaches a triggered source: an edge from the trigger thread, or a camera event.
+    enum Seen {
+        Edge(u64),
+        Camera(CamEvent),
     }
 
-    impl Source for ScriptedCamera {
-        fn next_frame(&mut self) -> anyhow::Result<Option<Frame>> {
-            self.n += 1;
-            match self.n {
-                // Silent for 300 ms (no error: a camera that skips frames).
-                11 => std::thread::sleep(Duration::from_millis(300)),
-                // Unplugged.
-                21 => anyhow::bail!("unplugged"),
-                _ => std::thread::sleep(Duration::from_millis(20)),
+    /// Plays a timeline of (time seen, what) into triggered parts as `Triggered` waits for
+    /// it: between events it wakes with a timeout whenever the parts ask to. The parts made.
+    fn play(parts: &mut TriggeredParts, timeline: Vec<(u64, Seen)>) -> Vec<Frame> {
+        let mut out = Vec::new();
+        let mut decide = |parts: &mut TriggeredParts, now_ns| {
+            while let Next::Part(f) = parts.next(now_ns) {
+                out.push(f);
             }
-            let mut f = frame(0);
-            f.capture_ns = clock::now_ns();
-            Ok(Some(f))
+        };
+        for (t, seen) in timeline {
+            for wakes in 0.. {
+                let Some(wake) = parts.wake_at().filter(|&w| w <= t) else {
+                    break;
+                };
+                assert!(wakes < 1000, "the parts keep waking at {wake} ns");
+                parts.camera(Err(RecvTimeoutError::Timeout), wake);
+                decide(parts, wake);
+            }
+            match seen {
+                Seen::Edge(edge_ns) => parts.edge(edge_ns),
+                Seen::Camera(event) => parts.camera(Ok(event), t),
+            }
+            decide(parts, t);
         }
-        fn describe(&self) -> String {
-            "scripted camera".into()
-        }
+        out
     }
 
     #[test]
     fn trigger_parts_get_their_frame_or_missing_frame_or_camera_lost() {
-        use crate::config::{GpioTrigger, LineRef, TriggerEdge};
-        use crate::source::supervise::{spawn_feed, CameraWatch, Opener, Retry};
-        use std::sync::atomic::AtomicBool;
-        use std::sync::{Arc, Mutex};
+        use crate::config::{LineRef, TriggerEdge};
+        use crate::source::supervise::test_support::Reports;
 
-        let tries = Arc::new(Mutex::new(0));
-        let t2 = Arc::clone(&tries);
-        let reopen: Opener = Box::new(move || {
-            let mut n = t2.lock().unwrap();
-            *n += 1;
-            if *n < 3 {
-                anyhow::bail!("no such device");
-            }
-            Ok(Box::new(ScriptedCamera { n: 0 }))
-        });
-        let retry = Retry {
-            first: Duration::from_millis(100),
-            max: Duration::from_millis(100),
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let feed = spawn_feed(Box::new(ScriptedCamera { n: 0 }), reopen, retry, Arc::clone(&stop)).unwrap();
-        let watch = CameraWatch::new(feed, stop, None, Some(Duration::from_secs(2)), "scripted".into());
+        let reports = Reports::default();
+        let mut watch = CameraWatch::new(
+            Some(Duration::from_secs(2)),
+            "scripted".into(),
+            Box::new(reports.clone()),
+        );
+        watch.start(0);
         let config = GpioTrigger {
             chip: "test".into(),
             line: LineRef::Offset(0),
@@ -404,45 +441,57 @@ mod tests {
             window_start_ms: 0,
             window_end_ms: 60,
         };
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let mut parts = Triggered::new(watch, rx, &config, "test edges".into());
-        // The first read starts the camera; edges follow on the camera's own timeline:
-        // 10 frames (~200 ms), 300 ms silent, 10 frames (~200 ms), lost ~300 ms, frames again.
-        let first = std::thread::spawn(move || {
-            let t0 = clock::now_ns();
-            for at_ms in [100, 350, 600, 850, 1500] {
-                clock::sleep_until(t0 + at_ms * MS, Duration::from_secs(5));
-                tx.send(TriggerEvent::Edge(clock::now_ns())).unwrap();
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        });
-        let mut got = Vec::new();
-        for _ in 0..5 {
-            let f = parts.next_frame().unwrap().unwrap();
-            got.push((
-                f.id,
-                f.image.as_ref().err().map(|e| e.reason),
-                f.frame_ns.map(|n| n - f.capture_ns),
-            ));
+        let mut parts = TriggeredParts::new(watch, &config);
+        // The camera: frames every 20 ms (each seen 1 ms after capture), silent from 200 to
+        // 520 ms, unplugged at 705 ms, two failed reopens, frames again from 1020 ms.
+        let frames = |from_ms: u64, to_ms: u64| {
+            (from_ms..=to_ms)
+                .step_by(20)
+                .map(|t| ((t + 1) * MS, Seen::Camera(CamEvent::Frame(frame(t)))))
+        };
+        let failed = |attempt| {
+            Seen::Camera(CamEvent::OpenFailed {
+                error: "no such device".into(),
+                attempt,
+                retry_in: Duration::from_millis(100),
+            })
+        };
+        let mut timeline: Vec<(u64, Seen)> = frames(20, 200).chain(frames(520, 700)).collect();
+        timeline.push((705 * MS, Seen::Camera(CamEvent::Lost("unplugged".into()))));
+        timeline.push((805 * MS, failed(1)));
+        timeline.push((905 * MS, failed(2)));
+        timeline.push((1005 * MS, Seen::Camera(CamEvent::Reopened("scripted".into()))));
+        timeline.extend(frames(1020, 1600));
+        // Parts pass the sensor at 100, 350, 600, 850 and 1500 ms; each edge is read 1 ms later.
+        for edge_ms in [100, 350, 600, 850, 1500] {
+            timeline.push(((edge_ms + 1) * MS, Seen::Edge(edge_ms * MS)));
         }
-        first.join().unwrap();
-        let reasons: Vec<Option<Reason>> = got.iter().map(|g| g.1).collect();
+        timeline.sort_by_key(|(t, _)| *t);
+        let got = play(&mut parts, timeline);
+
+        let summary: Vec<(u64, u64, Option<Reason>, Option<u64>)> = got
+            .iter()
+            .map(|f| {
+                let reason = f.image.as_ref().err().map(|e| e.reason);
+                (f.id, f.capture_ns / MS, reason, f.frame_ns.map(|n| n / MS))
+            })
+            .collect();
         assert_eq!(
-            reasons,
-            [None, Some(Reason::MissingFrame), None, Some(Reason::CameraLost), None],
-            "{got:?}"
+            summary,
+            [
+                (0, 100, None, Some(100)),
+                (1, 350, Some(Reason::MissingFrame), None),
+                (2, 600, None, Some(600)),
+                (3, 850, Some(Reason::CameraLost), None),
+                (4, 1500, None, Some(1500)),
+            ]
         );
-        for (id, reason, after) in &got {
-            if reason.is_none() {
-                let after = after.expect("a matched part has its frame's time");
-                assert!(after <= 60 * MS, "part {id}: frame {} ms after its edge", after / MS);
-            }
-        }
-        let h = parts.health().unwrap();
+        let h = parts.watch.health(1601 * MS);
         assert_eq!(
             (h.triggers, h.missing_frames, h.lost_parts, h.losses, h.recoveries),
             (5, 1, 1, 1, 1)
         );
+        assert_eq!(reports.heard(), ["down: unplugged", "up"]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The trigger input: a GPIO line requested through the kernel's uAPI v2 (gpiocdev),
 //! with edge detection on CLOCK_MONOTONIC, so that every part is stamped by the kernel
-//! at the interrupt, not when linesight got round to reading it. (gpio-cdev's uAPI v1
-//! requests carry no per-line event clock and linux-embedded-hal exposes no events.)
+//! at the interrupt, not when linesight got round to reading it. (uAPI v1 requests
+//! carry no per-line event clock.)
 
 use super::{Debounce, TriggerEvent};
 use crate::config::{GpioTrigger, LineBias, TriggerEdge};
