@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{read_jsonl, SimRun};
+use common::{monotonic_ns, read_jsonl, SimRun};
 use std::process::Command;
 
 const MS: u64 = 1_000_000;
@@ -29,23 +29,36 @@ fn linesight(args: &[&str], config: &std::path::Path) -> std::process::Output {
 fn collect_saves_the_frames_inspection_would_get() {
     let sim = SimRun::new(|_| {});
     let dir = sim.dir.path().join("collected");
+    let started = monotonic_ns();
     let out = linesight(
         &["collect", "--count", "5", "--out", dir.to_str().unwrap()],
         &sim.config,
     );
+    let ended = monotonic_ns();
     assert!(String::from_utf8_lossy(&out.stdout).contains("saved 5 frame(s)"));
     let index = read_jsonl(&dir.join("frames.jsonl"));
     assert_eq!(index.len(), 5);
-    // The synthetic line at 10 parts/s: frames 100 ms apart, the camera's full 256x256 frame.
-    for (i, f) in index.iter().enumerate() {
+    // The camera's full 256x256 frame, in the model's grey.
+    for f in &index {
         let img = image::open(dir.join(f["file"].as_str().unwrap())).unwrap();
         assert_eq!((img.width(), img.height()), (256, 256));
         assert_eq!(img.color(), image::ColorType::L8, "grey, as the model takes it");
-        if i > 0 {
-            let gap = f["capture_ns"].as_u64().unwrap() - index[i - 1]["capture_ns"].as_u64().unwrap();
-            assert!((95 * MS..=105 * MS).contains(&gap), "gap {} ms", gap / MS);
-        }
     }
+    // The line's parts one after another, with their capture times on CLOCK_MONOTONIC,
+    // taken during the command.
+    let ids: Vec<u64> = index.iter().map(|f| f["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [0, 1, 2, 3, 4], "consecutive parts of the line");
+    let captures: Vec<u64> = index.iter().map(|f| f["capture_ns"].as_u64().unwrap()).collect();
+    assert!(
+        captures.windows(2).all(|w| w[0] < w[1]) && captures[0] > started && captures[4] < ended,
+        "capture times within the command, in order: {captures:?}"
+    );
+    // At the line's pace (10 parts/s), never faster. The line keeps a schedule of one part
+    // per 100 ms, so a late frame only shortens the gap after it: four gaps span at least
+    // three pitches (the first part's own lateness may shift the schedule by up to one).
+    // A loaded machine can only make parts later.
+    let span = captures[4] - captures[0];
+    assert!(span >= 300 * MS, "5 parts in {} ms: faster than the line", span / MS);
     // The same seed gives the same parts: the first saved frame is the line's first part.
     let first = image::open(dir.join("000000.png")).unwrap().to_luma8();
     let part = linesight::source::PartGenerator::new(linesight::source::PartSpec {

@@ -9,9 +9,7 @@ mod common;
 use common::{edges_of, monotonic_ns, set, set_camera, SimRun};
 use linesight::frame::DefectKind;
 use linesight::source::{PartGenerator, PartSpec};
-use serde_json::Value;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 const MS: u64 = 1_000_000;
 
@@ -52,7 +50,10 @@ fn a_live_videotestsrc_is_inspected_with_its_buffer_times_as_capture_times() {
         "capture times are on this machine's CLOCK_MONOTONIC"
     );
     let gaps: Vec<u64> = captures.windows(2).map(|w| w[1] - w[0]).collect();
-    // Buffer timestamps of a 10 fps source: 100 ms apart, not the jitter of arrival.
+    // Buffer timestamps of a 10 fps source: 100 ms apart, not the jitter of arrival. These
+    // are stream times (frame count over frame rate), which a loaded machine does not
+    // stretch: it delays arrival, and at most shifts a frame's time by a preemption between
+    // the two clock reads that carry it over, which the median leaves out.
     let m = median(gaps.clone());
     assert!((99 * MS..=101 * MS).contains(&m), "median frame gap {} µs", m / 1000);
     assert!(gaps.iter().all(|g| *g > 80 * MS), "no frame twice: {gaps:?}");
@@ -161,24 +162,9 @@ fn camera_server(port: u16) -> Child {
 }
 
 fn wait_for_port(port: u16) {
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("the camera server did not listen on port {port}");
-}
-
-fn wait_for_parts(sim: &SimRun, n: usize) {
-    for _ in 0..200 {
-        let path = sim.dir.path().join("results.jsonl");
-        if std::fs::read_to_string(&path).is_ok_and(|t| t.lines().count() >= n) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("linesight did not get to {n} parts");
+    common::wait_until(&format!("the camera server to listen on port {port}"), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
 }
 
 #[test]
@@ -211,51 +197,43 @@ fn a_network_camera_that_dies_is_fail_safe_and_reconnects_without_a_restart() {
         );
     });
 
-    let child = sim
+    let mut child = sim
         .command(&[])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for_parts(&sim, 20);
-    // The camera dies: its process is killed, the connection drops.
+    sim.wait_for_results(&mut child, "20 parts", |r| r.len() >= 20);
+    // The camera dies: its process is killed, the connection drops. It stays dead until
+    // linesight has been without it for a second (the fault output up, camera_lost parts
+    // a second past that): long enough for reopen tries (after 100, 300, 700 ms) to fail.
     server.kill().unwrap();
     let killed = monotonic_ns();
     server.wait().unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut fault_up = None;
+    common::wait_while_running(&mut child, "the fault output to rise", || {
+        fault_up = common::complete_lines(&fault_log)
+            .first()
+            .map(|e| e["t_ns"].as_u64().unwrap());
+        fault_up.is_some()
+    });
+    let a_second_on = fault_up.unwrap() + 1000 * MS;
+    sim.wait_for_results(&mut child, "a second of camera_lost parts", |r| {
+        r.iter()
+            .any(|r| r["reason"] == "camera_lost" && r["capture_ns"].as_u64().unwrap() >= a_second_on)
+    });
     let mut server = camera_server(port);
     let restarted = monotonic_ns();
     wait_for_port(port);
-    std::thread::sleep(Duration::from_millis(2500));
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
+    // Back: inspection goes on without a restart.
+    sim.wait_for_results(&mut child, "10 parts inspected after the outage", |r| {
+        common::inspected_after_outage(r) >= 10
+    });
+    let out = common::terminate(child);
     server.kill().unwrap();
     let _ = server.wait();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
-
-    let results = sim.results();
-    let lost: Vec<&Value> = results.iter().filter(|r| r["reason"] == "camera_lost").collect();
-    assert!(!lost.is_empty(), "parts during the outage are camera_lost: {stderr}");
-    let (first, last) = (
-        lost[0]["id"].as_u64().unwrap(),
-        lost.last().unwrap()["id"].as_u64().unwrap(),
-    );
-    assert_eq!((last - first + 1) as usize, lost.len(), "one outage");
-    for r in &lost {
-        assert_eq!(r["verdict"], "reject");
-        let t = r["capture_ns"].as_u64().unwrap();
-        assert!(t > killed - 200 * MS && t < restarted + 2000 * MS, "{r}");
-    }
-    // About 1.5 s down at the camera's 10 frames/s.
-    assert!((10..=30).contains(&lost.len()), "{} camera_lost parts", lost.len());
-    common::assert_mostly_inspected(results.iter().filter(|r| r["reason"] != "camera_lost"));
-    let after = results.iter().filter(|r| r["id"].as_u64().unwrap() > last).count();
-    assert!(
-        after >= 10,
-        "inspection went on after the camera came back ({after} parts)"
-    );
 
     let edges = edges_of(&fault_log);
     assert_eq!(
@@ -264,18 +242,36 @@ fn a_network_camera_that_dies_is_fail_safe_and_reconnects_without_a_restart() {
         "{edges:?}"
     );
     let (rise, fall) = (edges[0].0, edges[1].0);
+    let results = sim.results();
+    let lost = common::assert_stand_ins_fill_the_outage(&results, fall, &out);
+    for r in &lost {
+        assert_eq!(r["verdict"], "reject");
+        assert!(r["score"].is_null());
+    }
+    common::assert_mostly_inspected(results.iter().filter(|r| r["reason"] != "camera_lost"));
+    let last = lost.last().unwrap()["id"].as_u64().unwrap();
+    let after = results.iter().filter(|r| r["id"].as_u64().unwrap() > last).count();
     assert!(
-        rise >= killed && rise < killed + 1000 * MS,
+        after >= 10,
+        "inspection went on after the camera came back ({after} parts)"
+    );
+
+    // Raised once the camera died: at once if GStreamer reports the closed connection,
+    // else when no frame came for camera_stall_ms (1 s) after the last one, give or take
+    // the camera thread's lateness that linesight reports.
+    let last_frame = results[lost[0]["id"].as_u64().unwrap() as usize - 1]["capture_ns"]
+        .as_u64()
+        .unwrap();
+    let stall_by = last_frame + 1000 * MS + 2 * common::reported_delivery_max_ns(&out);
+    assert!(
+        rise >= killed && rise <= stall_by,
         "fault raised {} ms after the kill",
         (rise - killed) / MS
     );
+    // Dropped only once the camera is back, with its first frame.
     assert!(fall > restarted, "fault dropped only once the camera is back");
+    common::assert_outage_reported(&out, rise, fall);
     let recovery_ms = (fall - restarted) / MS;
-    // The next reopen try comes within the largest backoff step (400 ms).
-    assert!(
-        recovery_ms < 1500,
-        "recovered {recovery_ms} ms after the camera came back"
-    );
     eprintln!(
         "camera loss: fault raised {} ms after the kill; recovered {} ms after the restart; {} parts camera_lost",
         (rise - killed) / MS,

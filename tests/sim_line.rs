@@ -196,13 +196,12 @@ fn sigterm_drains_the_line_and_leaves_the_output_low() {
         set(t, "camera.parts_per_second", 20.0.into());
         set(t, "camera.defect_ratio", 0.5.into());
     });
-    let child = sim.command(&[]).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(2500));
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
+    let mut child = sim.command(&[]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    // Stop it mid-run, with parts and pulses in flight: once it has decided 20 parts.
+    sim.wait_for_results(&mut child, "20 verdicts", |r| r.len() >= 20);
+    let out = common::terminate(child);
     let results = sim.results();
-    assert!(results.len() >= 20, "ran for a while: {} parts", results.len());
+    assert!(results.len() >= 20, "kept what it had decided: {} parts", results.len());
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.contains(&format!("parts      {}", results.len())), "{summary}");
     // The last rejected part still got its full pulse, and the output ended low.
