@@ -4,7 +4,7 @@
 
 use crate::commands::eval;
 use crate::config::RuntimeConfig;
-use crate::model::Manifest;
+use crate::model::{Manifest, MANIFEST_FILE};
 use crate::runtime;
 use crate::stats::{self, quantile};
 use anyhow::Context;
@@ -188,7 +188,7 @@ pub fn calibrate(
     let stats = good_stats(&good_scores);
     let t = threshold(&good_scores, &defect_scores, method);
     let previous_threshold = detector.manifest.calibration.threshold;
-    crate::model::write_calibration(model, &stats, t, method, &data)?;
+    write_calibration(model, &stats, t, method, &data)?;
     Ok(Calibrated {
         stats,
         threshold: t,
@@ -201,6 +201,42 @@ pub fn calibrate(
 fn good_rejected(good: &[f32], threshold: f64) -> usize {
     // The line reads the threshold as an f32.
     good.iter().filter(|s| stats::rejects(threshold as f32, **s)).count()
+}
+
+/// Rewrites the `[calibration]` table of `dir/model.toml`, keeping everything else
+/// (comments included) as it was.
+fn write_calibration(dir: &Path, stats: &GoodStats, threshold: f64, method: Method, data: &str) -> anyhow::Result<()> {
+    use toml_edit::{value, DocumentMut, Item, Table};
+    let path = dir.join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut doc: DocumentMut = text
+        .parse()
+        .with_context(|| format!("{} is malformed", path.display()))?;
+    let mut t = Table::new();
+    t.decor_mut().set_prefix("\n# set by `linesight calibrate`\n");
+    t["n"] = value(stats.n as i64);
+    for (k, v) in [
+        ("mean", stats.mean),
+        ("std", stats.std),
+        ("min", stats.min),
+        ("max", stats.max),
+        ("p50", stats.p50),
+        ("p90", stats.p90),
+        ("p95", stats.p95),
+        ("p99", stats.p99),
+        ("p995", stats.p995),
+        ("threshold", threshold),
+    ] {
+        t[k] = value((v * 1e7).round() / 1e7);
+    }
+    t["method"] = value(method.name());
+    if let Method::GoodQuantile { quantile, margin } = method {
+        t["quantile"] = value(quantile);
+        t["margin"] = value(margin);
+    }
+    t["data"] = value(data);
+    doc["calibration"] = Item::Table(t);
+    std::fs::write(&path, doc.to_string()).with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

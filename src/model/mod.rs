@@ -7,5 +7,5 @@ mod progress;
 pub mod providers;
 
 pub use detector::{Detector, Inspection};
-pub use manifest::{hex, write_calibration, Calibration, InputSpec, Manifest, Resize};
+pub use manifest::{hex, Calibration, InputSpec, Manifest, Resize, MANIFEST_FILE};
 pub use providers::Serving;

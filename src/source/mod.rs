@@ -26,7 +26,7 @@ pub use synthetic::SyntheticSource;
 pub use synthetic_part::{save_dataset, PartGenerator, PartSpec, SyntheticPart};
 pub mod trigger;
 
-use crate::config::{CameraConfig, Config};
+use crate::config::{CameraConfig, Config, TriggerConfig};
 use crate::frame::{DefectKind, Frame, PixelFormat};
 use anyhow::Context;
 
@@ -84,7 +84,11 @@ pub fn open(
     channels: PixelFormat,
     listener: impl FnOnce() -> anyhow::Result<Box<dyn CameraListener>>,
 ) -> anyhow::Result<Box<dyn Source>> {
-    supervise::open(config, channels, listener)
+    let (feed, watch) = supervise::watched_camera(config, channels, listener)?;
+    Ok(match &config.trigger {
+        TriggerConfig::FreeRun => Box::new(supervise::FreeRun::new(feed, watch)),
+        TriggerConfig::Gpio(t) => Box::new(trigger::Triggered::open(t, feed, watch)?),
+    })
 }
 
 /// Opens the configured device source once, unsupervised (check, collect, and each

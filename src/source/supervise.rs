@@ -20,7 +20,7 @@
 
 use super::Source;
 use crate::clock;
-use crate::config::{CameraConfig, Config, TriggerConfig};
+use crate::config::{CameraConfig, Config};
 use crate::frame::PixelFormat;
 use crate::frame::Reason;
 use crate::frame::{Frame, NoImage};
@@ -664,14 +664,15 @@ impl Source for DrilledSource {
     }
 }
 
-/// The chain for a config: device source, feed thread, watcher, free run or trigger.
-/// `listener` is called once the camera has opened (so that what it requests, such as the
-/// fault output, is requested only then) and hears every loss and recovery.
-pub fn open(
+/// The watched camera for a config: the device source opened (with the drill, if any),
+/// its feed thread and the watcher. `listener` is called once the camera has opened (so
+/// that what it requests, such as the fault output, is requested only then) and hears
+/// every loss and recovery. Free run or a trigger makes parts of it (`source::open`).
+pub fn watched_camera(
     config: &Config,
     channels: PixelFormat,
     listener: impl FnOnce() -> anyhow::Result<Box<dyn CameraListener>>,
-) -> anyhow::Result<Box<dyn Source>> {
+) -> anyhow::Result<(Feed, CameraWatch)> {
     let status = &config.status;
     // Only a real camera stalls: a simulated line or a folder is paced by linesight itself
     // (and may be slower than any stall time, like the virtual board's 0.5 parts/s).
@@ -709,11 +710,7 @@ pub fn open(
         max: Duration::from_millis(status.camera_retry_max_ms),
     };
     let feed = Feed::spawn(first, opener, retry)?;
-    let watch = CameraWatch::new(stall, source, listener);
-    Ok(match &config.trigger {
-        TriggerConfig::FreeRun => Box::new(FreeRun::new(feed, watch)),
-        TriggerConfig::Gpio(t) => Box::new(crate::source::trigger::Triggered::open(t, feed, watch)?),
-    })
+    Ok((feed, CameraWatch::new(stall, source, listener)))
 }
 
 #[cfg(test)]
