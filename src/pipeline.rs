@@ -100,7 +100,7 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
     let (window_tx, window_rx) = unbounded::<Window>();
     let (record_tx, record_rx) = unbounded::<Recorded>();
 
-    eprintln!("linesight: reject output {} armed", reject.describe());
+    log::info!("reject output {} armed", reject.describe());
     let (model_name, output) = (detector.manifest.name.clone(), reject.describe()); // service
     let provider = detector.serving.detail.clone();
     let started_ns = clock::now_ns();
@@ -427,7 +427,7 @@ fn record_loop(
     let write_metrics = |stats: &RunStats| {
         if let Some(m) = &metrics {
             if let Err(e) = m.write(&stats.summary()) {
-                eprintln!("linesight: WARN record.metrics_file {}: {e}", m.path().display());
+                log::warn!("record.metrics_file {}: {e}", m.path().display());
             }
         }
     };
@@ -444,15 +444,16 @@ fn record_loop(
         // Images are a help, not the record: a failure is reported, the verdict stands.
         let image = snapshot.and_then(|snap| {
             snap.save(&save_dir, record.id, record.reason.as_str(), threshold.0)
-                .map_err(|e| eprintln!("linesight: WARN part {}: image not saved: {e:#}", record.id))
+                .map_err(|e| log::warn!("part {}: image not saved: {e:#}", record.id))
                 .ok()
         });
         if let Err(e) = results.append(&record) {
             errors += 1;
             if errors == 1 || errors.is_power_of_two() {
-                eprintln!(
-                    "linesight: ERROR part {} verdict {:?} not recorded: {e:#} ({errors} so far)",
-                    record.id, record.verdict
+                log::error!(
+                    "part {} verdict {:?} not recorded: {e:#} ({errors} so far)",
+                    record.id,
+                    record.verdict
                 );
             }
         }
@@ -489,7 +490,7 @@ fn record_loop(
     sinks.stop(Duration::from_secs(2));
     if let Err(e) = results.sync() {
         errors += 1;
-        eprintln!("linesight: ERROR {e:#}");
+        log::error!("{e:#}");
     }
     (stats, errors)
 }

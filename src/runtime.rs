@@ -95,7 +95,7 @@ impl FaultOutput {
     fn set(&mut self, asserted: bool) {
         if let Some(line) = &mut self.line {
             if let Err(e) = line.set(asserted) {
-                eprintln!("linesight: ERROR fault output {}: {e:#}", line.describe());
+                log::error!("fault output {}: {e:#}", line.describe());
             }
         }
     }
@@ -120,7 +120,7 @@ impl Drop for FaultOutput {
     fn drop(&mut self) {
         if let Some(line) = &mut self.line {
             if let Err(e) = line.release() {
-                eprintln!("linesight: ERROR fault output {}: {e:#}", line.describe());
+                log::error!("fault output {}: {e:#}", line.describe());
             }
         }
     }
@@ -146,8 +146,8 @@ pub fn open_model(
     let (runtime, library) = resolved(runtime, library, base_dir);
     let detector = Detector::open(manifest, &runtime, library.as_deref())?;
     for (kind, reason) in &detector.serving.skipped {
-        eprintln!(
-            "linesight: WARN execution provider \"{}\" not used: {reason}; falling back (runtime.require_accelerator = false)",
+        log::warn!(
+            "execution provider \"{}\" not used: {reason}; falling back (runtime.require_accelerator = false)",
             kind.as_str()
         );
     }
@@ -170,8 +170,8 @@ fn resolved(runtime: &RuntimeConfig, library: Option<&Path>, base_dir: &Path) ->
 fn warm_up(detector: &mut Detector, runs: u32) -> anyhow::Result<()> {
     let t = clock::now_ns();
     let worst = detector.warm_up(runs)?;
-    eprintln!(
-        "linesight: model warm on {} ({} runs in {:.1} ms, slowest {worst:.1} ms)",
+    log::info!(
+        "model warm on {} ({} runs in {:.1} ms, slowest {worst:.1} ms)",
         detector.serving.detail,
         runs.max(1),
         clock::ns_to_ms(clock::now_ns() - t)

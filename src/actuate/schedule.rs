@@ -103,7 +103,7 @@ pub fn run_scheduler(mut line: Box<dyn OutputLine>, windows: Receiver<Window>) -
         let level = !asserted;
         if let Err(e) = line.set(level) {
             stats.errors += 1;
-            eprintln!("linesight: ERROR reject output {}: {e:#}", line.describe());
+            log::error!("reject output {}: {e:#}", line.describe());
         }
         let late_ms = clock::ns_to_ms(clock::now_ns().saturating_sub(t));
         if late_ms > 1.0 {
@@ -118,10 +118,7 @@ pub fn run_scheduler(mut line: Box<dyn OutputLine>, windows: Receiver<Window>) -
         }
     }
     if let Err(e) = line.release() {
-        eprintln!(
-            "linesight: ERROR could not leave reject output {} de-energised: {e:#}",
-            line.describe()
-        );
+        log::error!("could not leave reject output {} de-energised: {e:#}", line.describe());
     }
     stats
 }
@@ -134,8 +131,8 @@ fn raise_priority() {
     // SAFETY: plain FFI call on the current thread with a valid sched_param.
     let rc = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
     if rc != 0 {
-        eprintln!(
-            "linesight: WARN reject timing runs at normal priority (SCHED_FIFO refused: {}); \
+        log::warn!(
+            "reject timing runs at normal priority (SCHED_FIFO refused: {}); \
              grant CAP_SYS_NICE for tighter pulse edges under load",
             std::io::Error::from_raw_os_error(rc)
         );

@@ -76,7 +76,7 @@ pub fn collect(config: &Config, count: usize, out: &Path, stop: &AtomicBool) -> 
         .open(&index_path)
         .with_context(|| format!("cannot open {}", index_path.display()))?;
     let mut source = runtime::open_source(config, model_channels(config))?;
-    eprintln!("linesight: collecting {count} frames from {}", source.describe());
+    log::info!("collecting {count} frames from {}", source.describe());
     let mut report = CollectReport { saved: 0, skipped: 0 };
     while report.saved < count && !stop.load(Ordering::Relaxed) {
         let Some(frame) = source.next_frame()? else { break };
@@ -84,12 +84,7 @@ pub fn collect(config: &Config, count: usize, out: &Path, stop: &AtomicBool) -> 
             Ok(px) => px,
             Err(e) => {
                 report.skipped += 1;
-                eprintln!(
-                    "linesight: WARN part {} has no image ({}): {}",
-                    frame.id,
-                    e.reason.as_str(),
-                    e.detail
-                );
+                log::warn!("part {} has no image ({}): {}", frame.id, e.reason.as_str(), e.detail);
                 continue;
             }
         };

@@ -51,8 +51,8 @@ pub struct PulseReport {
 pub fn pulse(config: &Config, count: u64, interval: Duration, stop: &AtomicBool) -> anyhow::Result<PulseReport> {
     let line = actuate::open_reject(config)?;
     let (tx, rx) = crossbeam_channel::unbounded::<Window>();
-    eprintln!(
-        "linesight: pulsing {} {count} time(s), {} ms each",
+    log::info!(
+        "pulsing {} {count} time(s), {} ms each",
         line.describe(),
         config.reject.pulse_ms
     );
@@ -65,8 +65,8 @@ pub fn pulse(config: &Config, count: u64, interval: Duration, stop: &AtomicBool)
         match &config.trigger {
             TriggerConfig::Gpio(t) => {
                 let (edges, desc) = crate::source::trigger::sensor::spawn(t)?;
-                eprintln!(
-                    "linesight: waiting for {count} part(s) at {desc}; pulse {} ms after each",
+                log::info!(
+                    "waiting for {count} part(s) at {desc}; pulse {} ms after each",
                     config.reject.delay_ms
                 );
                 let mut seen = 0;

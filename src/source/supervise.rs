@@ -24,8 +24,8 @@ use crate::config::{CameraConfig, Config};
 use crate::frame::PixelFormat;
 use crate::frame::Reason;
 use crate::frame::{Frame, NoImage};
+use crate::stats::{self, Histogram, Percentiles};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
-use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::fmt::Write;
@@ -312,7 +312,7 @@ pub struct CameraWatch {
     last_capture_ns: Option<u64>,
     /// Recent capture-to-capture intervals, for the nominal frame pitch.
     intervals: VecDeque<u64>,
-    delivery: Histogram<u64>,
+    delivery: Histogram,
     health: CameraHealth,
     ended: bool,
 }
@@ -327,7 +327,7 @@ impl CameraWatch {
             last_frame_ns: 0,
             last_capture_ns: None,
             intervals: VecDeque::new(),
-            delivery: Histogram::new_with_bounds(1, 60_000_000, 3).expect("static bounds are valid"),
+            delivery: Histogram::new(),
             health: CameraHealth {
                 source,
                 ..Default::default()
@@ -356,9 +356,7 @@ impl CameraWatch {
         if self.intervals.len() < 2 {
             return None;
         }
-        let mut v: Vec<u64> = self.intervals.iter().copied().collect();
-        v.sort_unstable();
-        Some(v[v.len() / 2].max(1_000_000))
+        stats::median(self.intervals.iter().map(|&ns| ns as f64)).map(|m| (m as u64).max(1_000_000))
     }
 
     /// Counts so far, with an outage still running at `now_ns` folded in.
@@ -370,14 +368,7 @@ impl CameraWatch {
             h.longest_outage_s = h.longest_outage_s.max(s);
             h.down_at_end = true;
         }
-        if !self.delivery.is_empty() {
-            let d = &self.delivery;
-            h.delivery_ms = Some([
-                d.value_at_quantile(0.5) as f64 / 1000.0,
-                d.value_at_quantile(0.99) as f64 / 1000.0,
-                d.max() as f64 / 1000.0,
-            ]);
-        }
+        h.delivery_ms = self.delivery.percentiles_ms().map(Percentiles::to_array);
         h
     }
 
@@ -424,15 +415,15 @@ impl CameraWatch {
                     o.tries += 1;
                 }
                 if attempt.is_power_of_two() {
-                    eprintln!(
-                        "linesight: WARN camera still lost: try {attempt} to reopen failed: {error}; next try in {} ms",
+                    log::warn!(
+                        "camera still lost: try {attempt} to reopen failed: {error}; next try in {} ms",
                         retry_in.as_millis()
                     );
                 }
                 Polled::Idle
             }
             Ok(CamEvent::Reopened(desc)) => {
-                eprintln!("linesight: camera reopened: {desc}; waiting for its first frame");
+                log::info!("camera reopened: {desc}; waiting for its first frame");
                 self.health.source = desc;
                 // A fresh stream: the pitch starts over.
                 self.last_capture_ns = None;
@@ -455,7 +446,7 @@ impl CameraWatch {
     fn on_frame(&mut self, f: &Frame, now_ns: u64) {
         self.health.frames += 1;
         self.delivery
-            .saturating_record((now_ns.saturating_sub(f.capture_ns) / 1000).max(1));
+            .record_ms(clock::ns_to_ms(now_ns.saturating_sub(f.capture_ns)));
         if let Some(prev) = self.last_capture_ns {
             if f.capture_ns > prev {
                 self.intervals.push_back(f.capture_ns - prev);
@@ -473,9 +464,10 @@ impl CameraWatch {
             self.health.longest_outage_s = self.health.longest_outage_s.max(s);
             self.health.recovery_s.push(s);
             self.listener.camera_up();
-            eprintln!(
-                "linesight: camera recovered after {s:.2} s ({} failed reopen(s)): {}",
-                o.tries, self.health.source
+            log::info!(
+                "camera recovered after {s:.2} s ({} failed reopen(s)): {}",
+                o.tries,
+                self.health.source
             );
         }
     }
@@ -483,15 +475,15 @@ impl CameraWatch {
     fn go_down(&mut self, cause: String, now_ns: u64) -> Polled {
         if let Some(o) = &self.down {
             // Already down (a stall first, then the source's own error): keep the first cause.
-            eprintln!(
-                "linesight: WARN camera: {cause} (down since {:.2} s)",
+            log::warn!(
+                "camera: {cause} (down since {:.2} s)",
                 now_ns.saturating_sub(o.since_ns) as f64 / 1e9
             );
             return Polled::Idle;
         }
         self.health.losses += 1;
-        eprintln!(
-            "linesight: ERROR camera lost: {cause}; its parts are rejected (camera_lost){}, reopening with backoff",
+        log::error!(
+            "camera lost: {cause}; its parts are rejected (camera_lost){}, reopening with backoff",
             self.listener
                 .down_action()
                 .map(|a| format!(", {a}"))
