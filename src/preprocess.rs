@@ -91,7 +91,7 @@ pub fn to_tensor(pixels: &Pixels, spec: &InputSpec, out: &mut [f32]) -> Result<(
 
 /// Where a `from`-sized image lands in the `to`-sized input: (x0, y0, width, height).
 /// Letterbox keeps the aspect: the longer side fills the input, rounded half up in
-/// integers exactly as train.py's `letterbox_rect`; fit does the same for an image larger
+/// integers exactly as the training package's `letterbox_rect` (models/training/linesight_train/data.py); fit does the same for an image larger
 /// than the input and leaves a smaller one at its own size.
 pub fn placement(resize: Resize, (w, h): (u32, u32), (tw, th): (u32, u32)) -> (u32, u32, u32, u32) {
     match resize {
