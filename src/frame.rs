@@ -111,6 +111,26 @@ pub struct Frame {
     pub origin: Option<String>,
 }
 
+#[cfg(test)]
+impl Frame {
+    /// A one-pixel grey frame of value `value` captured at `capture_ns`, for unit tests.
+    pub fn one_pixel(capture_ns: u64, value: u8) -> Frame {
+        Frame {
+            id: 0,
+            capture_ns,
+            frame_ns: None,
+            image: Ok(Pixels {
+                width: 1,
+                height: 1,
+                format: PixelFormat::Gray8,
+                data: vec![value],
+            }),
+            truth: None,
+            origin: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {

@@ -84,25 +84,16 @@ enum ToJudge {
 /// (Ctrl-C, SIGTERM). Then drains: every part seen gets its verdict and its pulse,
 /// the output is left de-energised (driven low), and the results are flushed.
 pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow::Result<Report> {
-    let Runtime {
-        config,
-        source,
-        detector,
-        reject,
-        results,
-        threshold,
-        sinks,
-        info: _,
-    } = rt;
+    let (config, threshold) = (&rt.config, rt.threshold);
 
     let (judge_tx, judge_rx) = unbounded::<ToJudge>();
     let (frame_tx, frame_rx) = bounded::<Frame>(config.decision.queue_depth);
     let (window_tx, window_rx) = unbounded::<Window>();
     let (record_tx, record_rx) = unbounded::<Recorded>();
 
-    log::info!("reject output {} armed", reject.describe());
-    let (model_name, output) = (detector.manifest.name.clone(), reject.describe()); // service
-    let provider = detector.serving.detail.clone();
+    log::info!("reject output {} armed", rt.reject.describe());
+    let (model_name, output) = (rt.detector.manifest.name.clone(), rt.reject.describe()); // service
+    let provider = rt.detector.serving.detail.clone();
     let started_ns = clock::now_ns();
     let faults = config.faults.clone();
     let timing = Timing {
@@ -117,18 +108,19 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
         .record
         .metrics_file
         .as_ref()
-        .map(|p| MetricsFile::new(config.resolve(p), &detector.manifest.name, &detector.serving.detail));
+        .map(|p| MetricsFile::new(config.resolve(p), &model_name, &provider));
 
-    let actuator = spawn("actuate", move || actuate::run_scheduler(reject, window_rx))?;
+    // Each stage's thread takes its part of the runtime.
+    let actuator = spawn("actuate", move || actuate::run_scheduler(rt.reject, window_rx))?;
     let recorder = spawn("record", move || {
         record_loop(
-            results,
+            rt.results,
             record_rx,
             started_ns,
             progress_s,
             (save_dir, threshold),
             metrics,
-            sinks,
+            rt.sinks,
         )
     })?;
     let judge = {
@@ -142,11 +134,11 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
         let judge_tx = judge_tx.clone();
         let faults = faults.clone();
         spawn("inspect", move || {
-            inspect_loop(detector, frame_rx, judge_tx, faults, (save, threshold), timing)
+            inspect_loop(rt.detector, frame_rx, judge_tx, faults, (save, threshold), timing)
         })?
     };
     crate::service::ready(&format!("model {model_name} warm, reject output {output} armed")); // systemd READY=1
-    let source_result = source_loop(source, frame_tx, judge_tx, &faults, max_parts, &stop);
+    let source_result = source_loop(rt.source, frame_tx, judge_tx, &faults, max_parts, &stop);
 
     // The source is done (or failed): the other stages drain in order.
     crate::service::stopping(); // systemd STOPPING=1

@@ -157,6 +157,15 @@ mod tests {
         }
     }
 
+    fn rgb_pixel(rgb: [u8; 3]) -> Pixels {
+        Pixels {
+            width: 1,
+            height: 1,
+            format: PixelFormat::Rgb8,
+            data: rgb.to_vec(),
+        }
+    }
+
     #[test]
     fn gray_frame_is_normalised_to_minus_one_one() {
         let px = gray(2, 1, vec![0, 255]);
@@ -167,12 +176,7 @@ mod tests {
 
     #[test]
     fn colour_frame_for_a_gray_model_uses_pil_luma() {
-        let px = Pixels {
-            width: 1,
-            height: 1,
-            format: PixelFormat::Rgb8,
-            data: vec![255, 0, 0],
-        };
+        let px = rgb_pixel([255, 0, 0]);
         let mut out = vec![0.0; 1];
         to_tensor(&px, &spec(PixelFormat::Gray8, 1), &mut out).unwrap();
         // PIL: L = 76 for pure red.
@@ -181,12 +185,7 @@ mod tests {
 
     #[test]
     fn rgb_model_gets_planar_channels() {
-        let px = Pixels {
-            width: 1,
-            height: 1,
-            format: PixelFormat::Rgb8,
-            data: vec![255, 0, 255],
-        };
+        let px = rgb_pixel([255, 0, 255]);
         let mut out = vec![0.0; 3];
         to_tensor(&px, &spec(PixelFormat::Rgb8, 1), &mut out).unwrap();
         assert_eq!(out, vec![1.0, -1.0, 1.0]);
@@ -211,15 +210,19 @@ mod tests {
         );
     }
 
+    /// The rows of a 4x4 grey model input made from `px` with `resize`.
+    fn rows_4x4(px: &Pixels, resize: Resize) -> Vec<Vec<f32>> {
+        let mut sp = spec(PixelFormat::Gray8, 4);
+        sp.resize = resize;
+        let mut out = vec![9.0; 16];
+        to_tensor(px, &sp, &mut out).unwrap();
+        out.chunks(4).map(<[f32]>::to_vec).collect()
+    }
+
     #[test]
     fn letterbox_keeps_the_aspect_and_pads_with_black() {
-        let px = gray(4, 2, vec![255; 8]);
-        let mut sp = spec(PixelFormat::Gray8, 4);
-        sp.resize = Resize::Letterbox;
-        let mut out = vec![9.0; 16];
-        to_tensor(&px, &sp, &mut out).unwrap();
         // 4x2 fills rows 1 and 2 of the 4x4 input; rows 0 and 3 are padding (pixel 0 → -1).
-        let rows: Vec<&[f32]> = out.chunks(4).collect();
+        let rows = rows_4x4(&gray(4, 2, vec![255; 8]), Resize::Letterbox);
         assert_eq!(rows[0], [-1.0; 4]);
         assert_eq!(rows[1], [1.0; 4]);
         assert_eq!(rows[2], [1.0; 4]);
@@ -230,12 +233,7 @@ mod tests {
     fn fit_keeps_a_small_image_at_its_own_size() {
         // A 2x1 frame in a 4x4 input: letterbox would enlarge it to 4x2, fit leaves it 2x1
         // in the centre (pixels at their training scale), the rest padding.
-        let px = gray(2, 1, vec![255, 0]);
-        let mut sp = spec(PixelFormat::Gray8, 4);
-        sp.resize = Resize::Fit;
-        let mut out = vec![9.0; 16];
-        to_tensor(&px, &sp, &mut out).unwrap();
-        let rows: Vec<&[f32]> = out.chunks(4).collect();
+        let rows = rows_4x4(&gray(2, 1, vec![255, 0]), Resize::Fit);
         assert_eq!(rows[0], [-1.0; 4]);
         assert_eq!(rows[1], [-1.0, 1.0, -1.0, -1.0]);
         assert_eq!(rows[2], [-1.0; 4]);

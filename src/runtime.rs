@@ -185,27 +185,34 @@ mod tests {
 
     #[test]
     fn runtime_paths_are_relative_to_the_config_and_the_command_line_library_wins() {
-        let mut rt = RuntimeConfig {
-            onnxruntime_library: Some("lib/libonnxruntime.so".into()),
-            ..Default::default()
+        let runtime = |cache: &str| {
+            let mut rt = RuntimeConfig {
+                onnxruntime_library: Some("lib/libonnxruntime.so".into()),
+                ..Default::default()
+            };
+            rt.tensorrt.engine_cache_dir = Some(cache.into());
+            rt
         };
-        rt.tensorrt.engine_cache_dir = Some("trt-cache".into());
-        let (r, lib) = resolved(&rt, None, Path::new("/etc/linesight"));
-        assert_eq!(
-            r.tensorrt.engine_cache_dir.as_deref(),
-            Some(Path::new("/etc/linesight/trt-cache"))
-        );
-        assert_eq!(lib.as_deref(), Some(Path::new("/etc/linesight/lib/libonnxruntime.so")));
-        // A library named on the command line is taken as it is.
-        let (_, lib) = resolved(&rt, Some(Path::new("here.so")), Path::new("/etc/linesight"));
-        assert_eq!(lib.as_deref(), Some(Path::new("here.so")));
-        // Absolute paths stay; no config folder (eval without --config) leaves them as given.
-        rt.tensorrt.engine_cache_dir = Some("/var/cache/trt".into());
-        let (r, lib) = resolved(&rt, None, Path::new(""));
-        assert_eq!(
-            r.tensorrt.engine_cache_dir.as_deref(),
-            Some(Path::new("/var/cache/trt"))
-        );
-        assert_eq!(lib.as_deref(), Some(Path::new("lib/libonnxruntime.so")));
+        // (engine cache, command-line library, config folder) → (cache, library) used
+        for ((cache, cli, base), (want_cache, want_lib)) in [
+            (
+                ("trt-cache", None, "/etc/linesight"),
+                ("/etc/linesight/trt-cache", "/etc/linesight/lib/libonnxruntime.so"),
+            ),
+            // A library named on the command line is taken as it is.
+            (
+                ("trt-cache", Some("here.so"), "/etc/linesight"),
+                ("/etc/linesight/trt-cache", "here.so"),
+            ),
+            // Absolute paths stay; no config folder (eval without --config) leaves them as given.
+            (
+                ("/var/cache/trt", None, ""),
+                ("/var/cache/trt", "lib/libonnxruntime.so"),
+            ),
+        ] {
+            let (r, lib) = resolved(&runtime(cache), cli.map(Path::new), Path::new(base));
+            assert_eq!(r.tensorrt.engine_cache_dir.as_deref(), Some(Path::new(want_cache)));
+            assert_eq!(lib.as_deref(), Some(Path::new(want_lib)));
+        }
     }
 }

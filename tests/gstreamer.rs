@@ -78,7 +78,9 @@ fn write_parts(dir: &std::path::Path, n: u64) -> Vec<bool> {
         height: 256,
         defect_ratio: 0.5,
         // Kinds the shipped model never misses, so that verdicts are a fair check.
-        defect_kinds: vec![DefectKind::Crack, DefectKind::Chip, DefectKind::MissingHole],
+        defect_kinds: [DefectKind::Crack, DefectKind::Chip, DefectKind::MissingHole]
+            .map(|k| k.as_str().to_string())
+            .to_vec(),
         seed: 21,
     });
     (0..n)

@@ -2,7 +2,7 @@
 //! configured model, execution providers and camera. Speed and memory targets are
 //! checked here (and by the scripts under bench/), never by timed unit tests.
 
-use crate::config::{CameraConfig, Config, ProviderKind};
+use crate::config::{CameraConfig, Config, ProviderKind, SyntheticCamera};
 use crate::frame::Pixels;
 use crate::preprocess;
 use crate::runtime;
@@ -83,9 +83,8 @@ pub(crate) fn percentiles(runs_ms: Vec<f64>) -> Percentiles {
 pub fn bench(mut config: Config, runs: usize) -> anyhow::Result<BenchReport> {
     // Frames as fast as the source makes them: the line's pace is not what is measured.
     match &mut config.camera {
-        CameraConfig::Synthetic { parts_per_second, .. } | CameraConfig::Folder { parts_per_second, .. } => {
-            *parts_per_second = 1e6
-        }
+        CameraConfig::Synthetic(SyntheticCamera { parts_per_second, .. })
+        | CameraConfig::Folder { parts_per_second, .. } => *parts_per_second = 1e6,
         // A real camera gives frames at its own rate; they are collected first.
         CameraConfig::V4l2(_) | CameraConfig::Gstreamer(_) => {}
     }

@@ -12,15 +12,12 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Set the model's threshold from good parts (optionally defects) and write it into model.toml.
+/// Set the model's threshold from good parts (optionally defects) and write it into
+/// model.toml (its [calibration] table is rewritten).
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model folder (model.onnx + model.toml); its [calibration] table is rewritten.
-    #[arg(long)]
-    model: PathBuf,
-    /// Good images from the line: a folder or a .txt list.
-    #[arg(long)]
-    good: PathBuf,
+    #[command(flatten)]
+    model: super::ModelArgs,
     /// Defective images: with them the F1-optimal threshold is chosen instead.
     #[arg(long)]
     defect: Option<PathBuf>,
@@ -30,30 +27,31 @@ pub struct Args {
     /// Good-only method: threshold = q + margin * (q - median).
     #[arg(long, default_value_t = 0.1)]
     margin: f64,
-    /// ONNX Runtime library (default: as for `run`).
-    #[arg(long)]
-    onnxruntime_library: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let Args {
+    let (quantile, margin) = (args.quantile, args.margin);
+    let super::ModelArgs {
         model,
         good,
-        defect,
-        quantile,
-        margin,
         onnxruntime_library,
-    } = args;
+    } = args.model;
     anyhow::ensure!(
         (0.5..1.0).contains(&quantile),
         "--quantile must be from 0.5 to below 1, found {quantile}"
     );
     anyhow::ensure!(margin >= 0.0, "--margin must be 0 or more, found {margin}");
-    let method = match defect {
+    let method = match args.defect {
         Some(_) => Method::F1Optimal,
         None => Method::GoodQuantile { quantile, margin },
     };
-    let c = calibrate(&model, &good, defect.as_deref(), method, onnxruntime_library.as_deref())?;
+    let c = calibrate(
+        &model,
+        &good,
+        args.defect.as_deref(),
+        method,
+        onnxruntime_library.as_deref(),
+    )?;
     let (stats, t) = (&c.stats, c.threshold);
     println!(
         "{} good scores: p50 {:.4}, p95 {:.4}, p99 {:.4}, max {:.4}",

@@ -11,8 +11,25 @@ pub mod run;
 pub mod synth;
 
 use anyhow::Context;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+
+/// The model a tool scores images with, the good images, and the ONNX Runtime that
+/// runs it (eval, calibrate).
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// Model folder (model.onnx + model.toml).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Good images (from the line, for calibrate): a folder, or a .txt list of paths
+    /// relative to the list's parent folder.
+    #[arg(long)]
+    pub good: PathBuf,
+    /// ONNX Runtime library (default: as for `run`).
+    #[arg(long)]
+    pub onnxruntime_library: Option<PathBuf>,
+}
 
 /// A flag set by Ctrl-C or SIGTERM.
 pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {

@@ -11,26 +11,7 @@ use std::path::PathBuf;
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CameraConfig {
     /// A simulated production line: seeded images of a machined flange, some with defects.
-    Synthetic {
-        /// Image width in pixels (default 256).
-        #[serde(default = "synthetic_size")]
-        width: u32,
-        /// Image height in pixels (default 256).
-        #[serde(default = "synthetic_size")]
-        height: u32,
-        /// Line speed: parts that pass the camera per second (default 10).
-        #[serde(default = "parts_per_second")]
-        parts_per_second: f64,
-        /// Share of parts that carry a defect, 0 to 1 (default 0.1).
-        #[serde(default = "defect_ratio")]
-        defect_ratio: f64,
-        /// Defect kinds drawn from (scratch, dent, crack, stain, missing_hole, chip); empty means all.
-        #[serde(default)]
-        defect_kinds: Vec<String>,
-        /// Seed of the line: the same seed gives the same parts (default 0).
-        #[serde(default)]
-        seed: u64,
-    },
+    Synthetic(SyntheticCamera),
     /// Image files replayed as a line. Ground truth comes from `good/` and `defect/` sub-folders when present.
     Folder {
         /// The folder of images (PNG, JPEG, BMP; grey or colour; any size), searched recursively.
@@ -51,14 +32,39 @@ pub enum CameraConfig {
 
 // The defaults of keys that sit beside required ones (`path`, `device`, `pipeline`): serde's
 // container default would fill the required keys too, so these are named field by field.
-fn synthetic_size() -> u32 {
-    256
+/// `[camera] kind = "synthetic"`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyntheticCamera {
+    /// Image width in pixels (default 256).
+    pub width: u32,
+    /// Image height in pixels (default 256).
+    pub height: u32,
+    /// Line speed: parts that pass the camera per second (default 10).
+    pub parts_per_second: f64,
+    /// Share of parts that carry a defect, 0 to 1 (default 0.1).
+    pub defect_ratio: f64,
+    /// Defect kinds drawn from (scratch, dent, crack, stain, missing_hole, chip); empty means all.
+    pub defect_kinds: Vec<String>,
+    /// Seed of the line: the same seed gives the same parts (default 0).
+    pub seed: u64,
 }
+
+impl Default for SyntheticCamera {
+    fn default() -> Self {
+        SyntheticCamera {
+            width: 256,
+            height: 256,
+            parts_per_second: parts_per_second(),
+            defect_ratio: 0.1,
+            defect_kinds: Vec::new(),
+            seed: 0,
+        }
+    }
+}
+
 fn parts_per_second() -> f64 {
     10.0
-}
-fn defect_ratio() -> f64 {
-    0.1
 }
 fn v4l2_buffers() -> u32 {
     4
@@ -171,14 +177,14 @@ pub enum EndOfStream {
 impl CameraConfig {
     pub(super) fn validate(&self, p: &mut Problems) {
         match self {
-            CameraConfig::Synthetic {
+            CameraConfig::Synthetic(SyntheticCamera {
                 width,
                 height,
                 parts_per_second,
                 defect_ratio,
                 defect_kinds,
                 ..
-            } => {
+            }) => {
                 for (key, v) in [("camera.width", width), ("camera.height", height)] {
                     if !(16..=8192).contains(v) {
                         p.bad(key, format!("expected 16 to 8192 pixels, found {v}"));

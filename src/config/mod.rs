@@ -23,7 +23,7 @@ mod runtime;
 mod status;
 mod trigger;
 
-pub use camera::{CameraConfig, EndOfStream, GstreamerCamera, V4l2Camera, V4l2PixelFormat};
+pub use camera::{CameraConfig, EndOfStream, GstreamerCamera, SyntheticCamera, V4l2Camera, V4l2PixelFormat};
 pub use decision::DecisionConfig;
 pub use faults::FaultsConfig;
 pub use model::ModelConfig;

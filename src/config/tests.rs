@@ -41,97 +41,84 @@ fn parse(text: &str) -> Config {
 /// written empty, and each `Default` holds the values the field docs state.
 #[test]
 fn every_default_is_the_documented_one() {
+    // The sections that may be left out, as one comparable value.
+    let sections = |c: &Config| {
+        format!(
+            "{:?}",
+            (&c.runtime, &c.decision, &c.record, &c.faults, &c.trigger, &c.status)
+        )
+    };
+    let defaults = format!(
+        "{:?}",
+        (
+            &RuntimeConfig::default(),
+            &DecisionConfig::default(),
+            &RecordConfig::default(),
+            &FaultsConfig::default(),
+            &TriggerConfig::default(),
+            &StatusConfig::default()
+        )
+    );
     let left_out = parse(MINIMAL);
     let empty = parse(&format!(
         "{MINIMAL}\n[runtime]\n[runtime.tensorrt]\n[runtime.cuda]\n[decision]\n[record]\n[faults]\n[trigger]\nkind = \"free_run\"\n[status]\n"
     ));
-    for c in [&left_out, &empty] {
-        assert_eq!(c.runtime, RuntimeConfig::default());
-        assert_eq!(c.decision, DecisionConfig::default());
-        assert_eq!(c.record, RecordConfig::default());
-        assert_eq!(c.faults, FaultsConfig::default());
-        assert_eq!(c.trigger, TriggerConfig::default());
-        assert_eq!(c.status, StatusConfig::default());
+    // Every key written out with the value its doc states: the same config.
+    let documented = parse(&format!("{MINIMAL}\n{DOCUMENTED_DEFAULTS}"));
+    for (what, c) in [("left out", &left_out), ("empty", &empty), ("documented", &documented)] {
+        assert_eq!(sections(c), defaults, "sections {what}");
     }
-
-    assert_eq!(
-        RuntimeConfig::default(),
-        RuntimeConfig {
-            onnxruntime_library: None,
-            intra_threads: 0,
-            providers: vec![ProviderKind::Cpu],
-            require_accelerator: false,
-            warmup_runs: 3,
-            tensorrt: TensorRtConfig {
-                device_id: 0,
-                fp16: false,
-                engine_cache_dir: None,
-                timing_cache: true,
-                workspace_mb: 0,
-                builder_optimization_level: 3,
-            },
-            cuda: CudaConfig {
-                device_id: 0,
-                cudnn_conv_algo_search: ConvSearch::Exhaustive,
-                cuda_graph: false,
-            },
-        }
-    );
-    assert_eq!(
-        DecisionConfig::default(),
-        DecisionConfig {
-            threshold: None,
-            deadline_ms: 200,
-            queue_depth: 4,
-        }
-    );
-    assert_eq!(
-        RecordConfig::default(),
-        RecordConfig {
-            results: PathBuf::from("results.jsonl"),
-            progress_s: 1.0,
-            save: SaveImages::None,
-            save_dir: PathBuf::from("images"),
-            metrics_file: None,
-        }
-    );
-    assert_eq!(
-        FaultsConfig::default(),
-        FaultsConfig {
-            broken_frame_every: 0,
-            inference_error_every: 0,
-            slow_inference_every: 0,
-            slow_inference_ms: 1000,
-            camera_loss_at_part: None,
-            camera_loss_ms: 1000,
-        }
-    );
-    assert_eq!(TriggerConfig::default(), TriggerConfig::FreeRun);
-    assert_eq!(
-        StatusConfig::default(),
-        StatusConfig {
-            fault_line: None,
-            camera_stall_ms: 2000,
-            camera_retry_ms: 100,
-            camera_retry_max_ms: 5000,
-        }
-    );
 }
+
+/// Each section's keys with the defaults their doc comments state.
+const DOCUMENTED_DEFAULTS: &str = r#"
+[runtime]
+intra_threads = 0
+providers = ["cpu"]
+require_accelerator = false
+warmup_runs = 3
+[runtime.tensorrt]
+device_id = 0
+fp16 = false
+timing_cache = true
+workspace_mb = 0
+builder_optimization_level = 3
+[runtime.cuda]
+device_id = 0
+cudnn_conv_algo_search = "exhaustive"
+cuda_graph = false
+[decision]
+deadline_ms = 200
+queue_depth = 4
+[record]
+results = "results.jsonl"
+progress_s = 1.0
+save = "none"
+save_dir = "images"
+[faults]
+broken_frame_every = 0
+inference_error_every = 0
+slow_inference_every = 0
+slow_inference_ms = 1000
+camera_loss_ms = 1000
+[trigger]
+kind = "free_run"
+[status]
+camera_stall_ms = 2000
+camera_retry_ms = 100
+camera_retry_max_ms = 5000
+"#;
 
 /// The optional keys of sections with required ones: each named default is the documented one.
 #[test]
 fn keys_beside_required_ones_take_their_documented_defaults() {
     let c = parse(MINIMAL);
+    assert_eq!(c.camera, CameraConfig::Synthetic(SyntheticCamera::default()));
+    let documented = "kind = \"synthetic\"\nwidth = 256\nheight = 256\nparts_per_second = 10.0\ndefect_ratio = 0.1\ndefect_kinds = []\nseed = 0";
     assert_eq!(
         c.camera,
-        CameraConfig::Synthetic {
-            width: 256,
-            height: 256,
-            parts_per_second: 10.0,
-            defect_ratio: 0.1,
-            defect_kinds: vec![],
-            seed: 0,
-        }
+        parse(&MINIMAL.replace("kind = \"synthetic\"", documented)).camera,
+        "the documented defaults"
     );
     assert_eq!(c.reject.pulse_ms, 50);
 

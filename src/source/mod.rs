@@ -27,7 +27,7 @@ pub use synthetic_part::{save_dataset, PartGenerator, PartSpec, SyntheticPart};
 pub mod trigger;
 
 use crate::config::{CameraConfig, Config, TriggerConfig};
-use crate::frame::{DefectKind, Frame, PixelFormat};
+use crate::frame::{Frame, PixelFormat};
 use anyhow::Context;
 
 /// Paces a replayed or simulated line: one part every `period_ns`, numbered in order.
@@ -99,29 +99,7 @@ pub fn open_device(
     stall: std::time::Duration,
 ) -> anyhow::Result<Box<dyn Source>> {
     Ok(match &config.camera {
-        CameraConfig::Synthetic {
-            width,
-            height,
-            parts_per_second,
-            defect_ratio,
-            defect_kinds,
-            seed,
-        } => {
-            let kinds = if defect_kinds.is_empty() {
-                DefectKind::ALL.to_vec()
-            } else {
-                // Validated in config.rs.
-                defect_kinds.iter().filter_map(|k| DefectKind::parse(k)).collect()
-            };
-            let spec = PartSpec {
-                width: *width,
-                height: *height,
-                defect_ratio: *defect_ratio,
-                defect_kinds: kinds,
-                seed: *seed,
-            };
-            Box::new(SyntheticSource::new(spec, *parts_per_second))
-        }
+        CameraConfig::Synthetic(c) => Box::new(SyntheticSource::new(c.clone(), c.parts_per_second)),
         CameraConfig::Folder {
             path,
             parts_per_second,

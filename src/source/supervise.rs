@@ -734,24 +734,11 @@ pub(crate) mod test_support {
 mod tests {
     use super::test_support::Reports;
     use super::*;
-    use crate::frame::{PixelFormat, Pixels};
 
     const MS: u64 = 1_000_000;
 
     fn frame(capture_ns: u64) -> Frame {
-        Frame {
-            id: 0,
-            capture_ns,
-            frame_ns: None,
-            image: Ok(Pixels {
-                width: 1,
-                height: 1,
-                format: PixelFormat::Gray8,
-                data: vec![0],
-            }),
-            truth: None,
-            origin: None,
-        }
+        Frame::one_pixel(capture_ns, 0)
     }
 
     fn free_run(stall_ms: u64, reports: &Reports) -> FreeRunParts {

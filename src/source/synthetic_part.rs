@@ -11,34 +11,22 @@ use std::f32::consts::{FRAC_1_SQRT_2, PI, TAU};
 use std::io;
 use std::path::Path;
 
+use crate::config::SyntheticCamera;
 use crate::frame::DefectKind;
 use image::GrayImage;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// Knobs of the synthetic line.
-#[derive(Clone, Debug)]
-pub struct PartSpec {
-    /// Image width in px.
-    pub width: u32,
-    /// Image height in px.
-    pub height: u32,
-    /// Probability that a part is defective, 0..=1 (clamped).
-    pub defect_ratio: f64,
-    /// Kinds drawn from, uniformly. An empty list makes every part good.
-    pub defect_kinds: Vec<DefectKind>,
-    pub seed: u64,
-}
+/// Knobs of the synthetic line: its config section, `[camera] kind = "synthetic"`
+/// (sizes, defect ratio, defect kinds, seed; the line speed is the camera's business).
+pub type PartSpec = SyntheticCamera;
 
-impl Default for PartSpec {
-    fn default() -> Self {
-        PartSpec {
-            width: 256,
-            height: 256,
-            defect_ratio: 0.1,
-            defect_kinds: DefectKind::ALL.to_vec(),
-            seed: 0,
-        }
+/// The kinds a line draws from: the named ones (validated in config/camera.rs), or all.
+fn kinds_of(spec: &PartSpec) -> Vec<DefectKind> {
+    if spec.defect_kinds.is_empty() {
+        DefectKind::ALL.to_vec()
+    } else {
+        spec.defect_kinds.iter().filter_map(|k| DefectKind::parse(k)).collect()
     }
 }
 
@@ -52,12 +40,17 @@ pub struct SyntheticPart {
 
 pub struct PartGenerator {
     spec: PartSpec,
+    kinds: Vec<DefectKind>,
     next_index: u64,
 }
 
 impl PartGenerator {
     pub fn new(spec: PartSpec) -> Self {
-        PartGenerator { spec, next_index: 0 }
+        PartGenerator {
+            kinds: kinds_of(&spec),
+            spec,
+            next_index: 0,
+        }
     }
 
     /// The next part on the line. Part i depends only on (seed, i).
@@ -69,7 +62,7 @@ impl PartGenerator {
 
     /// Part number `index` directly (same result as the index-th call of next_part).
     pub fn part(&self, index: u64) -> SyntheticPart {
-        let scene = plan(&self.spec, index);
+        let scene = plan(&self.spec, &self.kinds, index);
         let with = render(&scene, true);
         let image = finish(&with, &scene);
         let mask = match scene.defect {
@@ -171,7 +164,7 @@ struct Scene {
     defect: Option<Defect>,
 }
 
-fn plan(spec: &PartSpec, index: u64) -> Scene {
+fn plan(spec: &PartSpec, kinds: &[DefectKind], index: u64) -> Scene {
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
     rng.set_stream(index);
     let line_seed = mix32(spec.seed as u32 ^ mix32((spec.seed >> 32) as u32));
@@ -216,8 +209,8 @@ fn plan(spec: &PartSpec, index: u64) -> Scene {
     } else {
         spec.defect_ratio.clamp(0.0, 1.0)
     };
-    if rng.gen_bool(ratio) && !spec.defect_kinds.is_empty() {
-        let kind = spec.defect_kinds[rng.gen_range(0..spec.defect_kinds.len())];
+    if rng.gen_bool(ratio) && !kinds.is_empty() {
+        let kind = kinds[rng.gen_range(0..kinds.len())];
         let g = Geom::new(&scene);
         scene.defect = Some(Defect::sample(kind, &g, &mut rng));
     }
@@ -1081,8 +1074,9 @@ mod tests {
             width,
             height,
             defect_ratio: 1.0,
-            defect_kinds: vec![kind],
+            defect_kinds: vec![kind.as_str().into()],
             seed: 7,
+            ..PartSpec::default()
         }
     }
 
@@ -1119,7 +1113,9 @@ mod tests {
                 ..spec.clone()
             };
             let n = 2000;
-            let bad = (0..n).filter(|&i| plan(&spec, i).defect.is_some()).count();
+            let bad = (0..n)
+                .filter(|&i| plan(&spec, &DefectKind::ALL, i).defect.is_some())
+                .count();
             let got = bad as f64 / n as f64;
             assert!((got - ratio).abs() <= 0.03, "ratio {ratio}: got {got}");
         }
@@ -1131,7 +1127,7 @@ mod tests {
             for kind in DefectKind::ALL {
                 let spec = defective(kind, w, h);
                 for index in 0..6 {
-                    let scene = plan(&spec, index);
+                    let scene = plan(&spec, &[kind], index);
                     let part = PartGenerator::new(spec.clone()).part(index);
                     assert_eq!(part.defect, Some(kind));
                     let plain = finish(&render(&scene, false), &scene);

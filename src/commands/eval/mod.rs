@@ -20,12 +20,8 @@ pub use report::write_report;
 /// Evaluate a model on labelled images: AUROC, operating points, per-kind table, plots.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Model folder (model.onnx + model.toml).
-    #[arg(long)]
-    model: PathBuf,
-    /// Good images: a folder, or a .txt list of paths relative to the list's parent folder.
-    #[arg(long)]
-    good: PathBuf,
+    #[command(flatten)]
+    model: super::ModelArgs,
     /// Defective images: a folder (kind = sub-folder or file-name prefix) or a .txt list.
     #[arg(long)]
     defect: PathBuf,
@@ -39,9 +35,6 @@ pub struct Args {
     /// Threshold to report at (default: the manifest's).
     #[arg(long)]
     threshold: Option<f32>,
-    /// ONNX Runtime library (default: as for `run`).
-    #[arg(long)]
-    onnxruntime_library: Option<PathBuf>,
     /// Take [runtime] (library, providers and their options) from this config file.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -54,15 +47,14 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let Args {
         model,
-        good,
         defect,
         masks,
         out,
         threshold,
-        onnxruntime_library,
         config,
         compare_providers,
     } = args;
+    let (model, good, onnxruntime_library) = (model.model, model.good, model.onnxruntime_library);
     // [runtime] from the config, its relative paths relative to the config's folder; without
     // one the defaults, which name no path.
     let (runtime_config, base_dir) = match &config {

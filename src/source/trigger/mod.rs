@@ -316,24 +316,11 @@ impl Source for Triggered {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::{PixelFormat, Pixels};
 
     const MS: u64 = 1_000_000;
 
     fn frame(t_ms: u64) -> Frame {
-        Frame {
-            id: 0,
-            capture_ns: t_ms * MS,
-            frame_ns: None,
-            image: Ok(Pixels {
-                width: 1,
-                height: 1,
-                format: PixelFormat::Gray8,
-                data: vec![t_ms as u8],
-            }),
-            truth: None,
-            origin: None,
-        }
+        Frame::one_pixel(t_ms * MS, t_ms as u8)
     }
 
     fn matched_at(m: &Matched) -> Option<u64> {
