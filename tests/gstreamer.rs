@@ -82,6 +82,7 @@ fn write_parts(dir: &std::path::Path, n: u64) -> Vec<bool> {
             .map(|k| k.as_str().to_string())
             .to_vec(),
         seed: 21,
+        ..PartSpec::default()
     });
     (0..n)
         .map(|i| {

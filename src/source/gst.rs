@@ -9,10 +9,11 @@
 //! untouched). Colour → grey for a grey model is then done by preprocess with the exact
 //! formula training used, which GStreamer's YUV-based conversion would not match.
 
-use super::{Frame, NoImage, PixelFormat, Pixels, Source};
+use super::Source;
 use crate::clock;
 use crate::config::{EndOfStream, GstreamerCamera};
 use crate::frame::PixelFormat;
+use crate::frame::{Frame, NoImage, Pixels};
 use anyhow::{anyhow, bail, Context};
 use gstreamer as gst;
 use gstreamer::prelude::*;
