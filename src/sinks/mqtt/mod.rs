@@ -183,6 +183,11 @@ impl Settings {
         (client, el)
     }
 
+    /// The broker's URL and connect timeout, for error messages.
+    fn broker_hint(&self) -> (String, u64) {
+        (self.broker.url(), self.connect_timeout_s)
+    }
+
     /// One line for `check` and the log: where, what, how much.
     pub fn describe(&self) -> String {
         let results = match self.results {
@@ -318,7 +323,7 @@ enum Net {
 
 /// Polls one connection until it fails or is closed; never reconnects (the session
 /// makes a new connection, with a new event loop, after its backoff).
-async fn drive(mut el: EventLoop, epoch: u64, settings_hint: String, tx: mpsc::Sender<(u64, Net)>) {
+async fn drive(mut el: EventLoop, epoch: u64, broker: (String, u64), tx: mpsc::Sender<(u64, Net)>) {
     loop {
         let net = match el.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => Net::Up,
@@ -329,7 +334,7 @@ async fn drive(mut el: EventLoop, epoch: u64, settings_hint: String, tx: mpsc::S
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => Net::Closed,
             Ok(_) => continue,
-            Err(e) => Net::Down(describe(&e, &settings_hint)),
+            Err(e) => Net::Down(describe(&e, &broker)),
         };
         let end = matches!(net, Net::Down(_) | Net::Closed);
         if tx.send((epoch, net)).await.is_err() || end {
@@ -338,15 +343,17 @@ async fn drive(mut el: EventLoop, epoch: u64, settings_hint: String, tx: mpsc::S
     }
 }
 
-/// A connection error as an operator reads it. `hint` names the broker and timeout.
-fn describe(e: &ConnectionError, hint: &str) -> String {
+/// A connection error as an operator reads it; `broker` is the URL and `connect_timeout_s`.
+fn describe(e: &ConnectionError, broker: &(String, u64)) -> String {
+    let (url, timeout_s) = broker;
     match e {
         ConnectionError::ConnectionRefused(code) => match code {
             ConnectReturnCode::BadUserNamePassword => {
                 "the broker refused the user name or password (mqtt.credentials_file)".to_string()
             }
             ConnectReturnCode::NotAuthorized => {
-                "the broker refused: not authorized (does it want mqtt.credentials_file or a client certificate?)".to_string()
+                // Mosquitto answers a wrong password with this code, too.
+                "the broker refused: not authorized (is the user name or password in mqtt.credentials_file wrong, or does the broker want one, or a client certificate?)".to_string()
             }
             ConnectReturnCode::BadClientId => "the broker refused the client id (mqtt.client_id)".to_string(),
             ConnectReturnCode::ServiceUnavailable => "the broker says it is unavailable".to_string(),
@@ -362,8 +369,11 @@ fn describe(e: &ConnectionError, hint: &str) -> String {
             };
             format!("TLS: {text}{hint}")
         }
-        ConnectionError::NetworkTimeout => format!("no answer from {hint}"),
-        ConnectionError::Io(io) => format!("{hint}: {io}"),
+        ConnectionError::MqttState(e) => e.to_string(),
+        ConnectionError::NetworkTimeout => {
+            format!("no answer from {url} within mqtt.connect_timeout_s ({timeout_s} s)")
+        }
+        ConnectionError::Io(io) => format!("cannot connect to {url}: {io}"),
         other => other.to_string(),
     }
 }
@@ -387,7 +397,7 @@ struct Session {
     latest: Option<Arc<LineState>>,
     published_run_state: Option<RunState>,
     state_due: bool,
-    /// (parts, Unix ms) when the last state was published: the rate since then.
+    /// (parts seen, Unix ms) when the last state was published: the rate since then.
     rate_point: Option<(u64, u64)>,
     last_part: Option<LastPart>,
     online_due: bool,
@@ -526,12 +536,7 @@ impl Session {
             true,
         );
         let (client, el) = self.s.new_client(&self.s.client_id, Some(will));
-        let hint = format!(
-            "the broker {} within mqtt.connect_timeout_s ({} s)",
-            self.s.broker.url(),
-            self.s.connect_timeout_s
-        );
-        let task = tokio::spawn(drive(el, self.epoch, hint, self.net_tx.clone()));
+        let task = tokio::spawn(drive(el, self.epoch, self.s.broker_hint(), self.net_tx.clone()));
         self.conn = Some(Conn {
             client,
             task,
@@ -627,7 +632,8 @@ impl Session {
         }
         if self.state_due && !self.tracker.has(Tag::State) {
             if let Some(s) = self.latest.clone() {
-                let now = (s.summary.parts, unix_ms());
+                // Parts as the sink saw them arrive, against its own clock: an idle line reads 0.
+                let now = (self.last_part.as_ref().map_or(0, |p| p.seq), unix_ms());
                 let rate = self.rate_point.and_then(|before| message::rate(before, now));
                 let p = message::state(&self.info, &self.s.device_id, &s, rate, self.last_part.as_ref(), self.counters());
                 if !self.publish(&client, Tag::State, &topics.state, true, p) {
@@ -678,6 +684,7 @@ impl Session {
     /// status, then disconnect; all within `STOP_WITHIN`.
     async fn stop(mut self, net_rx: &mut mpsc::Receiver<(u64, Net)>) -> String {
         self.stopping = true;
+        self.retry_at = None;
         let end = Instant::now() + STOP_WITHIN;
         let offline_by = end - OFFLINE_WITHIN;
         if self.conn.is_none() {
@@ -822,11 +829,7 @@ fn probe(s: &Settings) -> anyhow::Result<String> {
     rt.block_on(async {
         let id = format!("{}-check", s.client_id);
         let (client, mut el) = s.new_client(&id, None);
-        let hint = format!(
-            "the broker {} within mqtt.connect_timeout_s ({} s)",
-            s.broker.url(),
-            s.connect_timeout_s
-        );
+        let hint = s.broker_hint();
         let t0 = Instant::now();
         let deadline = t0 + Duration::from_secs(s.connect_timeout_s + 1);
         loop {
@@ -834,7 +837,7 @@ fn probe(s: &Settings) -> anyhow::Result<String> {
                 Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => break,
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => anyhow::bail!("{}", describe(&e, &hint)),
-                Err(_) => anyhow::bail!("no answer from {hint}"),
+                Err(_) => anyhow::bail!("{}", describe(&ConnectionError::NetworkTimeout, &hint)),
             }
         }
         let connected_ms = t0.elapsed().as_secs_f64() * 1000.0;
@@ -878,11 +881,18 @@ fn probe(s: &Settings) -> anyhow::Result<String> {
         } else {
             match status {
                 None => format!("no retained status on {} yet", s.topics.status),
-                Some(v) if v["online"] == true => format!(
-                    "retained status: online (run {}, model {}): a linesight with this device id is connected now",
-                    v["run_id"], v["model"]
-                ),
-                Some(v) => format!("retained status: offline ({}, run {})", v["reason"], v["run_id"]),
+                Some(v) => {
+                    let field = |k: &str| v[k].as_str().unwrap_or("?").to_string();
+                    if v["online"] == true {
+                        format!(
+                            "retained status: online (run {}, model {}): a linesight with this device id is connected now",
+                            field("run_id"),
+                            field("model")
+                        )
+                    } else {
+                        format!("retained status: offline ({}, run {})", field("reason"), field("run_id"))
+                    }
+                }
             }
         };
         Ok(format!(
