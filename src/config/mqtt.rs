@@ -127,8 +127,7 @@ impl Broker {
         };
         if rest.contains('@') {
             return Err(
-                "user names and passwords never go in the config text: put them in mqtt.credentials_file"
-                    .to_string(),
+                "user names and passwords never go in the config text: put them in mqtt.credentials_file".to_string(),
             );
         }
         let rest = rest.strip_suffix('/').unwrap_or(rest);
@@ -156,7 +155,11 @@ impl Broker {
         } else {
             match rest.rsplit_once(':') {
                 Some((h, p)) if !h.contains(':') => (h, Some(p)),
-                Some(_) => return Err(format!("an IPv6 address goes in brackets: mqtt://[::1]:1883, found {url:?}")),
+                Some(_) => {
+                    return Err(format!(
+                        "an IPv6 address goes in brackets: mqtt://[::1]:1883, found {url:?}"
+                    ))
+                }
                 None => (rest, None),
             }
         };
@@ -179,8 +182,7 @@ impl Broker {
 
     /// On this machine: a loopback address or `localhost`.
     pub fn is_loopback(&self) -> bool {
-        self.host.eq_ignore_ascii_case("localhost")
-            || self.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        self.host.eq_ignore_ascii_case("localhost") || self.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 
     /// The URL again, as written in messages: `mqtts://broker.plant:8883`.
@@ -339,7 +341,10 @@ fn topic_levels(prefix: &str) -> Result<(), String> {
     if prefix.len() > 60_000 {
         return Err("longer than MQTT allows for a topic".to_string());
     }
-    prefix.split('/').try_for_each(topic_level).map_err(|e| format!("{e} in {prefix:?}"))
+    prefix
+        .split('/')
+        .try_for_each(topic_level)
+        .map_err(|e| format!("{e} in {prefix:?}"))
 }
 
 #[cfg(test)]
@@ -357,7 +362,11 @@ mod tests {
         let b = |u| Broker::parse(u).unwrap();
         assert_eq!(
             b("mqtt://127.0.0.1:1883"),
-            Broker { tls: false, host: "127.0.0.1".into(), port: 1883 }
+            Broker {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: 1883
+            }
         );
         assert_eq!(b("mqtts://broker.plant").port, 8883);
         assert_eq!(b("mqtt://broker.plant/").port, 1883);
@@ -432,6 +441,24 @@ mod tests {
         );
     }
 
+    /// board/sim/linesight.toml's commented `[mqtt]` block, uncommented, is a valid section.
+    #[test]
+    fn the_sim_boards_example_is_valid() {
+        let text = include_str!("../../board/sim/linesight.toml");
+        let start = text.find("# [mqtt]").expect("a commented [mqtt] block");
+        let keys: Vec<&str> = text[start..]
+            .lines()
+            .skip(1)
+            .take_while(|l| l.starts_with('#'))
+            .filter(|l| !l.starts_with("# #"))
+            .map(|l| l.trim_start_matches("# "))
+            .collect();
+        let c: MqttConfig = toml::from_str(&keys.join("\n")).unwrap();
+        assert!(problems(&c).is_empty(), "{:?}", problems(&c));
+        assert_eq!(c.topic_prefix, "acme/plant1/area2/line3/cell4");
+        assert_eq!(c.device_id.as_deref(), Some("sim"));
+    }
+
     #[test]
     fn a_uns_prefix_is_levels_without_wildcards() {
         assert!(topic_levels("acme/plant1/area2/line3/cell4").is_ok());
@@ -447,7 +474,11 @@ mod tests {
         assert_eq!(p("pw", None).unwrap(), Path::new("/etc/linesight/pw"));
         assert_eq!(p("/run/pw", None).unwrap(), Path::new("/run/pw"));
         assert_eq!(
-            p("$CREDENTIALS_DIRECTORY/mqtt", Some("/run/credentials/linesight.service")).unwrap(),
+            p(
+                "$CREDENTIALS_DIRECTORY/mqtt",
+                Some("/run/credentials/linesight.service")
+            )
+            .unwrap(),
             Path::new("/run/credentials/linesight.service/mqtt")
         );
         assert!(p("$CREDENTIALS_DIRECTORY/mqtt", None)

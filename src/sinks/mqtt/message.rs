@@ -378,7 +378,13 @@ mod tests {
     #[test]
     fn a_result_carries_schema_run_sequence_and_verdict() {
         let r = part(42, Reason::AboveThreshold);
-        let v = parse(&result(&info(), "cam-07", 17, &r, Some(Path::new("/var/img/42_above_threshold.png"))));
+        let v = parse(&result(
+            &info(),
+            "cam-07",
+            17,
+            &r,
+            Some(Path::new("/var/img/42_above_threshold.png")),
+        ));
         assert_eq!(
             v,
             json!({
@@ -445,7 +451,10 @@ mod tests {
         let v = parse(&state(&info(), "cam-07", &s, Some(9.5), Some(&last), counters));
         assert_eq!(v["schema"], "linesight.state.v1");
         assert_eq!(v["run_state"], "running");
-        assert_eq!((v["parts"].as_u64(), v["passes"].as_u64(), v["rejects"].as_u64()), (Some(100), Some(88), Some(12)));
+        assert_eq!(
+            (v["parts"].as_u64(), v["passes"].as_u64(), v["rejects"].as_u64()),
+            (Some(100), Some(88), Some(12))
+        );
         assert_eq!(v["rejects_by_reason"]["overload"], 1);
         assert_eq!(v["latency_ms"]["total"], json!({"p50": 36.7, "p99": 43.8, "max": 47.7}));
         assert_eq!(v["parts_per_second_now"], 9.5);
@@ -466,12 +475,27 @@ mod tests {
         assert_eq!(on["online"], true);
         assert_eq!(on["schema"], "linesight.status.v1");
         assert!(on.get("reason").is_none());
-        let will = parse(&status(&info(), "cam-07", "linesight-cam-07", Some(Offline::ConnectionLost), None));
+        let will = parse(&status(
+            &info(),
+            "cam-07",
+            "linesight-cam-07",
+            Some(Offline::ConnectionLost),
+            None,
+        ));
         assert_eq!(will["online"], false);
         assert_eq!(will["reason"], "connection_lost");
         assert!(will.get("unix_ms").is_none());
-        let off = parse(&status(&info(), "cam-07", "linesight-cam-07", Some(Offline::Stopped), Some(9)));
-        assert_eq!((off["online"].as_bool(), off["reason"].as_str()), (Some(false), Some("stopped")));
+        let off = parse(&status(
+            &info(),
+            "cam-07",
+            "linesight-cam-07",
+            Some(Offline::Stopped),
+            Some(9),
+        ));
+        assert_eq!(
+            (off["online"].as_bool(), off["reason"].as_str()),
+            (Some(false), Some("stopped"))
+        );
     }
 
     #[test]

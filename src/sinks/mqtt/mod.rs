@@ -23,8 +23,8 @@ use anyhow::Context;
 use message::{LastPart, Offline, SinkCounters, Topics};
 use outbox::{Outbox, Pending, Tag, Tracker};
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet,
-    QoS, SubscribeReasonCode, TlsConfiguration, Transport,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    SubscribeReasonCode, TlsConfiguration, Transport,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -167,7 +167,9 @@ impl Settings {
             o.set_credentials(c.username.clone(), c.password.clone());
         }
         if let Some(t) = &self.tls {
-            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::clone(&t.config))));
+            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::clone(
+                &t.config,
+            ))));
         }
         if let Some(w) = will {
             o.set_last_will(w);
@@ -329,9 +331,9 @@ async fn drive(mut el: EventLoop, epoch: u64, broker: (String, u64), tx: mpsc::S
             Ok(Event::Incoming(Packet::ConnAck(_))) => Net::Up,
             Ok(Event::Incoming(Packet::PubAck(a))) => Net::Acked(a.pkid),
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Net::Written(pkid),
-            Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => {
-                Net::Down(format!("the broker acknowledged out of order (packet id {pkid} still unacknowledged)"))
-            }
+            Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => Net::Down(format!(
+                "the broker acknowledged out of order (packet id {pkid} still unacknowledged)"
+            )),
             Ok(Event::Outgoing(Outgoing::Disconnect)) => Net::Closed,
             Ok(_) => continue,
             Err(e) => Net::Down(describe(&e, &broker)),
@@ -596,7 +598,11 @@ impl Session {
         let (max, n) = (self.s.buffer_parts, self.outbox.buffered());
         match &mut self.outage {
             None => {
-                let what = if was_up { "lost the broker" } else { "cannot reach the broker" };
+                let what = if was_up {
+                    "lost the broker"
+                } else {
+                    "cannot reach the broker"
+                };
                 log::warn!(
                     "mqtt: {what} {}: {why}; keeping up to {max} results ({n} now) and retrying",
                     self.s.broker.url()
@@ -635,7 +641,14 @@ impl Session {
                 // Parts as the sink saw them arrive, against its own clock: an idle line reads 0.
                 let now = (self.last_part.as_ref().map_or(0, |p| p.seq), unix_ms());
                 let rate = self.rate_point.and_then(|before| message::rate(before, now));
-                let p = message::state(&self.info, &self.s.device_id, &s, rate, self.last_part.as_ref(), self.counters());
+                let p = message::state(
+                    &self.info,
+                    &self.s.device_id,
+                    &s,
+                    rate,
+                    self.last_part.as_ref(),
+                    self.counters(),
+                );
                 if !self.publish(&client, Tag::State, &topics.state, true, p) {
                     return;
                 }
@@ -850,7 +863,7 @@ fn probe(s: &Settings) -> anyhow::Result<String> {
             let wait = subacked.map_or(until, |t: Instant| (t + Duration::from_millis(300)).min(until));
             match tokio::time::timeout_at(wait, el.poll()).await {
                 Ok(Ok(Event::Incoming(Packet::SubAck(a)))) => {
-                    refused = a.return_codes.iter().any(|c| *c == SubscribeReasonCode::Failure);
+                    refused = a.return_codes.contains(&SubscribeReasonCode::Failure);
                     subacked = Some(Instant::now());
                 }
                 Ok(Ok(Event::Incoming(Packet::Publish(p)))) if p.topic == s.topics.status => {
@@ -915,7 +928,10 @@ mod tests {
             parse_credentials("linesight:s3:cr:et\n").unwrap(),
             ("linesight".to_string(), "s3:cr:et".to_string())
         );
-        assert_eq!(parse_credentials("u:\r\nignored").unwrap(), ("u".to_string(), String::new()));
+        assert_eq!(
+            parse_credentials("u:\r\nignored").unwrap(),
+            ("u".to_string(), String::new())
+        );
         assert!(parse_credentials("no colon").is_err());
         assert!(parse_credentials(":pw").is_err());
         assert!(parse_credentials("").is_err());
@@ -928,7 +944,10 @@ mod tests {
         assert!(security_warnings(&b("mqtt://[::1]"), false, false).is_empty());
         let w = security_warnings(&b("mqtt://10.0.0.5"), false, false);
         assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[0].contains("clear text") && w[1].contains("without credentials"), "{w:?}");
+        assert!(
+            w[0].contains("clear text") && w[1].contains("without credentials"),
+            "{w:?}"
+        );
         let w = security_warnings(&b("mqtt://10.0.0.5"), true, false);
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("and the password"), "{w:?}");
