@@ -16,6 +16,7 @@ mod camera;
 mod decision;
 mod faults;
 mod model;
+mod mqtt;
 mod output;
 mod record;
 mod reject;
@@ -27,6 +28,7 @@ pub use camera::{CameraConfig, EndOfStream, GstreamerCamera, SyntheticCamera, V4
 pub use decision::DecisionConfig;
 pub use faults::FaultsConfig;
 pub use model::ModelConfig;
+pub use mqtt::{Broker, MqttConfig, PublishResults};
 pub use output::{LineRef, OutputConfig};
 pub use record::{RecordConfig, SaveImages};
 pub use reject::RejectConfig;
@@ -67,6 +69,9 @@ pub struct Config {
     /// linesight's own health: the fault output, and how a lost camera is detected and reopened.
     #[serde(default)]
     pub status: StatusConfig,
+    /// Results, state and health to the plant's MQTT broker (docs/mqtt.md). Unset: off.
+    #[serde(default)]
+    pub mqtt: Option<MqttConfig>,
     /// The folder of the config file; relative paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -129,6 +134,9 @@ impl Config {
         self.faults.validate(&mut p);
         self.trigger.validate(&mut p);
         self.status.validate(&mut p);
+        if let Some(m) = &self.mqtt {
+            m.validate(&mut p);
+        }
         p.0
     }
 

@@ -10,6 +10,7 @@
 //! never delays a verdict or a pulse. Each sink may run an async runtime of its own.
 
 pub mod feed;
+pub mod mqtt;
 
 use crate::config::Config;
 use crate::model::Manifest;
@@ -98,8 +99,10 @@ impl LineInfo {
 }
 
 /// Starts the sinks the config names (none by default).
-pub fn open(_config: &Config, _info: &LineInfo) -> anyhow::Result<Sinks> {
-    Ok(Sinks::none())
+pub fn open(config: &Config, info: &LineInfo) -> anyhow::Result<Sinks> {
+    let mut sinks = Sinks::none();
+    mqtt::open(config, info, &mut sinks)?;
+    Ok(sinks)
 }
 
 /// The started sinks. Dropping it (or `stop`) closes their feeds; each sink then sends
