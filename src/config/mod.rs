@@ -15,6 +15,7 @@
 mod camera;
 mod decision;
 mod faults;
+mod http;
 mod model;
 mod output;
 mod record;
@@ -26,6 +27,7 @@ mod trigger;
 pub use camera::{CameraConfig, EndOfStream, GstreamerCamera, V4l2Camera, V4l2PixelFormat};
 pub use decision::DecisionConfig;
 pub use faults::FaultsConfig;
+pub use http::HttpConfig;
 pub use model::ModelConfig;
 pub use output::{LineRef, OutputConfig};
 pub use record::{RecordConfig, SaveImages};
@@ -67,6 +69,9 @@ pub struct Config {
     /// linesight's own health: the fault output, and how a lost camera is detected and reopened.
     #[serde(default)]
     pub status: StatusConfig,
+    /// The web status page, its JSON API and Prometheus `/metrics` (docs/web.md). Off unless
+    /// the section is there.
+    pub http: Option<HttpConfig>,
     /// The folder of the config file; relative paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -129,6 +134,9 @@ impl Config {
         self.faults.validate(&mut p);
         self.trigger.validate(&mut p);
         self.status.validate(&mut p);
+        if let Some(http) = &self.http {
+            http.validate(&mut p);
+        }
         p.0
     }
 

@@ -9,7 +9,11 @@
 //! behind (slow, hung or absent peer) loses its oldest events, counted in its feed, and
 //! never delays a verdict or a pulse. Each sink may run an async runtime of its own.
 
+mod controls;
 pub mod feed;
+pub mod http;
+
+pub use controls::Controls;
 
 use crate::config::Config;
 use crate::model::Manifest;
@@ -98,8 +102,10 @@ impl LineInfo {
 }
 
 /// Starts the sinks the config names (none by default).
-pub fn open(_config: &Config, _info: &LineInfo) -> anyhow::Result<Sinks> {
-    Ok(Sinks::none())
+pub fn open(config: &Config, info: &LineInfo) -> anyhow::Result<Sinks> {
+    let mut sinks = Sinks::none();
+    http::open(&mut sinks, config, info)?;
+    Ok(sinks)
 }
 
 /// The started sinks. Dropping it (or `stop`) closes their feeds; each sink then sends
@@ -107,6 +113,8 @@ pub fn open(_config: &Config, _info: &LineInfo) -> anyhow::Result<Sinks> {
 pub struct Sinks {
     feeds: Vec<FeedSender<LineEvent>>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// What the sinks may change in the line (the threshold), read by the judge thread.
+    controls: Arc<Controls>,
 }
 
 impl Sinks {
@@ -115,7 +123,13 @@ impl Sinks {
         Sinks {
             feeds: Vec::new(),
             threads: Vec::new(),
+            controls: Arc::default(),
         }
+    }
+
+    /// The line's controls, shared with the sinks that may write them.
+    pub fn controls(&self) -> Arc<Controls> {
+        Arc::clone(&self.controls)
     }
 
     /// Adds a sink: `run` gets the receiving end of a feed of `capacity` events and runs
