@@ -531,7 +531,8 @@ mod tests {
 
     #[test]
     fn f32_values_read_as_they_print() {
-        assert_eq!(num(6.7577536).to_string(), "6.7577536");
+        assert_eq!(num(6.7577534).to_string(), "6.7577534");
+        assert_eq!(num(7.2).to_string(), "7.2");
         assert_eq!(num(f32::NAN), Value::Null);
     }
 }

@@ -76,7 +76,7 @@ pub fn open(sinks: &mut Sinks, config: &Config, info: &LineInfo) -> anyhow::Resu
     };
     let writes = match &shared.writes {
         Some(w) => format!("writes with the bearer token, audited in {}", w.audit.path().display()),
-        None => "read-only (no http.token_file)".into(),
+        None => "read-only: no http.token_file".into(),
     };
     sinks.add("http", FEED_CAPACITY, move |rx| feed_loop(rx, &shared, stop_tx, server))?;
     log::info!("web page on http://{bound}/ ({writes})");
@@ -401,6 +401,73 @@ mod tests {
         std::fs::write(&f, "0123456789abcdef0123456789abcdef\n").unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(!check_token(&f).unwrap().contains("WARN"));
+    }
+
+    fn config(dir: &Path, http: &str) -> Config {
+        let text = format!(
+            "[camera]\nkind = \"synthetic\"\n[model]\ndir = \"{}/models/sim-flange\"\n[reject]\ndelay_ms = 300\n\
+             [reject.output]\nkind = \"simulated\"\n[http]\n{http}\n",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        Config::parse(&text, Path::new("t.toml"), dir.to_path_buf()).unwrap()
+    }
+
+    fn line<'a>(lines: &'a [(&str, anyhow::Result<String>)], what: &str) -> Vec<&'a str> {
+        lines
+            .iter()
+            .filter(|(w, _)| *w == what)
+            .map(|(_, r)| r.as_ref().map(String::as_str).unwrap_or("PROBLEM"))
+            .collect()
+    }
+
+    #[test]
+    fn check_says_what_it_found_and_warns_of_an_open_listener() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = check(&config(dir.path(), "listen = \"0.0.0.0:0\""));
+        let listen = line(&lines, "http listen");
+        assert!(listen[0].contains("a free port is taken at start"), "{listen:?}");
+        assert!(
+            listen[1].starts_with("WARN http.listen 0.0.0.0:0 is reachable from other hosts without authentication")
+        );
+        assert_eq!(
+            line(&lines, "http writes"),
+            ["none: read-only page (no http.token_file)"]
+        );
+        let range = line(&lines, "http threshold");
+        assert!(range[0].starts_with("writes may set 4.262093 to 13.48"), "{range:?}");
+        assert!(line(&lines, "http images")[0].contains("record.save = \"none\""));
+
+        let token = dir.path().join("token");
+        std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
+        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let lines = check(&config(
+            dir.path(),
+            &format!("listen = \"127.0.0.1:0\"\ntoken_file = \"{}\"", token.display()),
+        ));
+        assert!(
+            lines.iter().all(|(_, r)| r.as_ref().is_ok_and(|l| !l.contains("WARN"))),
+            "{lines:?}"
+        );
+        assert!(line(&lines, "http token")[0].ends_with("writes enabled (32 characters)"));
+        let audit = dir.path().join("audit.jsonl").display().to_string();
+        assert!(
+            line(&lines, "http audit log")[0].starts_with(&audit),
+            "beside the results"
+        );
+
+        let lines = check(&config(dir.path(), "token_file = \"missing\""));
+        assert_eq!(line(&lines, "http token"), ["PROBLEM"]);
+    }
+
+    #[test]
+    fn check_finds_the_port_taken_by_another_program() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = other.local_addr().unwrap();
+        let lines = check(&config(dir.path(), &format!("listen = \"{addr}\"")));
+        let (_, r) = lines.iter().find(|(w, _)| *w == "http listen").unwrap();
+        let e = r.as_ref().unwrap_err().to_string();
+        assert!(e.contains("in use by another program"), "{e}");
     }
 
     #[test]

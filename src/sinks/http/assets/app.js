@@ -142,7 +142,9 @@ function renderControls(st) {
   $('threshold-form').hidden = !writes;
   $('reset').hidden = !writes;
   const [lo, hi] = st.threshold.range;
-  $('range').textContent = `(${fmt(lo, 2)} to ${fmt(hi, 2)}, ${st.threshold.range_source})`;
+  $('range').hidden = !writes;
+  $('range').textContent = `Sane range ${fmt(lo, 2)} to ${fmt(hi, 2)} (${st.threshold.range_source}). ` +
+    'The token also resets the "since reset" counters. Every change, done or refused, goes to the audit log.';
   const input = $('threshold-input');
   input.min = lo;
   input.max = hi;
@@ -238,7 +240,7 @@ function renderGallery(rejects) {
     const old = have.get(String(p.seq));
     if (old) return old;
     const pic = p.image_url
-      ? el('img', { src: p.image_url, alt: `reject overlay of part ${p.id}`, loading: 'lazy' })
+      ? el('img', { src: p.image_url, alt: `reject overlay of part ${p.id}` })
       : el('div', { class: 'noimg' }, el('span', {}, 'no image'), el('b', {}, reasonText(p.reason)));
     if (p.image_url) pic.addEventListener('load', () => pic.classList.add('loaded'));
     const tile = el('figure', { class: 'tile', 'data-seq': String(p.seq) }, pic,
