@@ -259,7 +259,8 @@ pub fn tool(name: &str, package: &str) -> Option<std::path::PathBuf> {
     if found.is_none() {
         let msg = format!("{name} not found: install it with `apt-get install {package}` to run this test");
         assert!(std::env::var_os("CI").is_none(), "{msg} (CI is set: the test must run)");
-        eprintln!("skipped: {msg}");
+        // Straight to stderr, past the test harness's capture, so that a plain `cargo test` shows it.
+        let _ = writeln!(std::io::stderr(), "skipped: {msg}");
     }
     found
 }
