@@ -183,6 +183,12 @@ impl<S> Judge<S> {
         }
     }
 
+    /// The threshold for the parts decided from the next [`Judge::decide`] on (a change
+    /// from the plant side takes effect between parts; the caller checks its range).
+    pub fn set_threshold(&mut self, threshold: Threshold) {
+        self.threshold = threshold;
+    }
+
     /// A part passed the camera. One without an image has its outcome at once.
     pub fn captured(&mut self, mut part: Captured) {
         let outcome = part.no_image.take().map(|failure| Outcome {
@@ -532,5 +538,17 @@ mod tests {
             "not inspected: 212 ms after capture when inspection could start (deadline 150 ms)"
         );
         assert!(TIMING.expired_before_inspection(1_000 * MS, 1_150 * MS).is_some());
+    }
+
+    #[test]
+    fn a_new_threshold_decides_the_parts_after_it_and_is_recorded_with_them() {
+        let mut j = judge_with_parts(2, 10 * MS);
+        j.outcome(scored(0, 0.7));
+        let first = j.decide(20 * MS, 0);
+        assert_eq!((first[0].verdict, first[0].threshold), (Verdict::Reject, 0.5));
+        j.set_threshold(Threshold(0.8));
+        j.outcome(scored(1, 0.7));
+        let second = j.decide(30 * MS, 0);
+        assert_eq!((second[0].verdict, second[0].threshold), (Verdict::Pass, 0.8));
     }
 }

@@ -19,7 +19,7 @@ use crate::model::Detector;
 use crate::preprocess;
 use crate::record::{MetricsFile, PartRecord, ResultsLog, RunStats, Snapshot, StageLatency, Summary};
 use crate::runtime::Runtime;
-use crate::sinks::{LineEvent, LineState, RunState, Sinks};
+use crate::sinks::{Controls, LineEvent, LineState, RunState, Sinks};
 use crate::source::{self, Source};
 use anyhow::Context;
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -108,25 +108,22 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
         .record
         .metrics_file
         .as_ref()
-        .map(|p| MetricsFile::new(config.resolve(p), &model_name, &provider));
+        .map(|p| MetricsFile::new(config.resolve(p), &model_name, &provider, threshold.0));
+    // The plant side's threshold (web page), read by the judge before each round of decisions.
+    let controls = rt.sinks.controls();
 
     // Each stage's thread takes its part of the runtime.
     let actuator = spawn("actuate", move || actuate::run_scheduler(rt.reject, window_rx))?;
     let recorder = spawn("record", move || {
         record_loop(
-            rt.results,
-            record_rx,
-            started_ns,
-            progress_s,
-            (save_dir, threshold),
-            metrics,
-            rt.sinks,
+            rt.results, record_rx, started_ns, progress_s, save_dir, metrics, rt.sinks,
         )
     })?;
     let judge = {
         let judge_rx = judge_rx.clone();
+        let controls = Arc::clone(&controls);
         spawn("judge", move || {
-            judge_loop(judge_rx, Judge::new(threshold, timing), window_tx, record_tx)
+            judge_loop(judge_rx, Judge::new(threshold, timing), &controls, window_tx, record_tx)
         })?
     };
     drop(judge_rx);
@@ -134,7 +131,14 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
         let judge_tx = judge_tx.clone();
         let faults = faults.clone();
         spawn("inspect", move || {
-            inspect_loop(rt.detector, frame_rx, judge_tx, faults, (save, threshold), timing)
+            inspect_loop(
+                rt.detector,
+                frame_rx,
+                judge_tx,
+                faults,
+                (save, threshold, &controls),
+                timing,
+            )
         })?
     };
     crate::service::ready(&format!("model {model_name} warm, reject output {output} armed")); // systemd READY=1
@@ -241,7 +245,7 @@ fn inspect_loop(
     frames: Receiver<Frame>,
     judge: Sender<ToJudge>,
     faults: FaultsConfig,
-    (save, threshold): (SaveImages, Threshold),
+    (save, threshold, controls): (SaveImages, Threshold, &Controls),
     timing: Timing,
 ) -> u64 {
     let spec = detector.manifest.input.clone();
@@ -287,6 +291,8 @@ fn inspect_loop(
         })();
         let (result, snapshot) = match result {
             Ok(inspection) => {
+                // The judge will use the plant side's threshold, if one was set.
+                let threshold = controls.threshold().map_or(threshold, Threshold);
                 let keep = save == SaveImages::All
                     || (save == SaveImages::Rejects && threshold.judge(inspection.score) != Reason::BelowThreshold);
                 let snapshot = match (keep, inspection.anomaly_map, frame.image) {
@@ -324,6 +330,7 @@ fn inspect_loop(
 fn judge_loop(
     inbox: Receiver<ToJudge>,
     mut judge: Judge<Snapshot>,
+    controls: &Controls,
     windows: Sender<Window>,
     records: Sender<Recorded>,
 ) -> u64 {
@@ -331,6 +338,10 @@ fn judge_loop(
     loop {
         // service: the judge's heartbeat feeds the systemd watchdog.
         crate::service::beat();
+        // A threshold set from the plant side takes effect here, between parts.
+        if let Some(t) = controls.threshold() {
+            judge.set_threshold(Threshold(t));
+        }
         for decision in judge.decide(clock::now_ns(), unix_ms()) {
             if let Some([start_ns, end_ns]) = decision.eject_ns {
                 let _ = windows.send(Window { start_ns, end_ns });
@@ -406,7 +417,7 @@ fn record_loop(
     records: Receiver<Recorded>,
     started_ns: u64,
     progress_s: f64,
-    (save_dir, threshold): (std::path::PathBuf, Threshold),
+    save_dir: std::path::PathBuf,
     metrics: Option<MetricsFile>,
     sinks: Sinks,
 ) -> (RunStats, u64) {
@@ -416,9 +427,9 @@ fn record_loop(
     let every_ns = (progress_s * 1e9) as u64;
     let (mut last_ns, mut last_parts) = (clock::now_ns(), 0u64);
     let mut metrics_ns = 0u64;
-    let write_metrics = |stats: &RunStats| {
+    let write_metrics = |stats: &RunStats, threshold: Option<f32>| {
         if let Some(m) = &metrics {
-            if let Err(e) = m.write(&stats.summary()) {
+            if let Err(e) = m.write(&stats.summary(), threshold) {
                 log::warn!("record.metrics_file {}: {e}", m.path().display());
             }
         }
@@ -432,10 +443,15 @@ fn record_loop(
             last_part,
         }))
     };
+    // Warm and armed: the first state, before any part.
+    sinks.send(state(&stats, RunState::Running, None));
+    // The threshold the last part was judged with (the plant side may change it).
+    let mut threshold = None;
     for Recorded { record, snapshot } in records {
+        threshold = Some(record.threshold);
         // Images are a help, not the record: a failure is reported, the verdict stands.
         let image = snapshot.and_then(|snap| {
-            snap.save(&save_dir, record.id, record.reason.as_str(), threshold.0)
+            snap.save(&save_dir, record.id, record.reason.as_str(), record.threshold)
                 .map_err(|e| log::warn!("part {}: image not saved: {e:#}", record.id))
                 .ok()
         });
@@ -458,7 +474,7 @@ fn record_loop(
         });
         let now = clock::now_ns();
         if now - metrics_ns >= 1_000_000_000 {
-            write_metrics(&stats);
+            write_metrics(&stats, threshold);
             sinks.send(state(&stats, RunState::Running, Some(id)));
             metrics_ns = now;
         }
@@ -476,7 +492,7 @@ fn record_loop(
     if tty && every_ns > 0 {
         eprintln!();
     }
-    write_metrics(&stats);
+    write_metrics(&stats, threshold);
     sinks.send(state(&stats, RunState::Stopping, None));
     // Bounded: a hung broker or browser must not hold up the end of the run.
     sinks.stop(Duration::from_secs(2));

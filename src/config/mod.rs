@@ -15,6 +15,7 @@
 mod camera;
 mod decision;
 mod faults;
+mod http;
 mod model;
 mod mqtt;
 mod output;
@@ -27,6 +28,7 @@ mod trigger;
 pub use camera::{CameraConfig, EndOfStream, GstreamerCamera, SyntheticCamera, V4l2Camera, V4l2PixelFormat};
 pub use decision::DecisionConfig;
 pub use faults::FaultsConfig;
+pub use http::HttpConfig;
 pub use model::ModelConfig;
 pub use mqtt::{Broker, MqttConfig, PublishResults};
 pub use output::{LineRef, OutputConfig};
@@ -72,6 +74,9 @@ pub struct Config {
     /// Results, state and health to the plant's MQTT broker (docs/mqtt.md). Unset: off.
     #[serde(default)]
     pub mqtt: Option<MqttConfig>,
+    /// The web status page, its JSON API and Prometheus `/metrics` (docs/web.md). Off unless
+    /// the section is there.
+    pub http: Option<HttpConfig>,
     /// The folder of the config file; relative paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -136,6 +141,9 @@ impl Config {
         self.status.validate(&mut p);
         if let Some(m) = &self.mqtt {
             m.validate(&mut p);
+        }
+        if let Some(http) = &self.http {
+            http.validate(&mut p);
         }
         p.0
     }

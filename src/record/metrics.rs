@@ -1,23 +1,189 @@
-//! The run's counters as a Prometheus text file, for node_exporter's textfile collector
-//! (the usual way to get an edge daemon's figures into Prometheus without a server in
-//! the daemon). Written to a temporary file and renamed, so a scrape never sees half.
+//! The run's figures as Prometheus metrics: one registry (`prometheus-client`), filled from
+//! the run's [`Summary`], serving both the text file for node_exporter's textfile collector
+//! (`record.metrics_file`, the usual way to get an edge daemon's figures into Prometheus
+//! without a server in the daemon) and the web sink's `/metrics`.
+//!
+//! The registry encodes OpenMetrics text, which Prometheus scrapes as it is
+//! ([`Metrics::render_openmetrics`]). node_exporter's textfile collector and
+//! `promtool check metrics` read the classic text format (0.0.4), where a counter's
+//! `# HELP` and `# TYPE` name the sample with its `_total` and there is no `# EOF`:
+//! [`Metrics::render`] gives that, from the same encoding.
 
 use super::Summary;
-use std::fmt::Write;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-pub struct MetricsFile {
-    path: PathBuf,
+/// The content type of [`Metrics::render`].
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The content type of [`Metrics::render_openmetrics`].
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The registry, with one collector that encodes the run's latest figures in a fixed
+/// order (reasons and stages sorted), so that two renderings of the same figures read alike.
+pub struct Metrics {
+    registry: Registry,
+    figures: Arc<LineFigures>,
+}
+
+#[derive(Debug)]
+struct LineFigures {
     model: String,
     provider: String,
+    latest: Mutex<Figures>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Figures {
+    parts: u64,
+    rejects_by_reason: BTreeMap<String, u64>,
+    latency_ms: BTreeMap<String, crate::stats::Percentiles>,
+    threshold: f64,
+}
+
+/// An f32 as the f64 it prints as (6.7577534, not 6.757753372192383).
+fn as_printed(v: f32) -> f64 {
+    format!("{v}").parse().unwrap_or(f64::NAN)
+}
+
+impl Collector for LineFigures {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let f = self.latest.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // The provider's kind (cpu, cuda, tensorrt) is the first word of its description.
+        let kind = self.provider.split_whitespace().next().unwrap_or("unknown");
+        let mut info = encoder.encode_descriptor(
+            "linesight_info",
+            "The model and the execution provider serving it.",
+            None,
+            MetricType::Gauge,
+        )?;
+        let labels = [
+            ("model", self.model.as_str()),
+            ("provider", kind),
+            ("provider_detail", self.provider.as_str()),
+        ];
+        ConstGauge::new(1i64).encode(info.encode_family(&labels)?)?;
+        let parts = ConstCounter::new(f.parts);
+        parts.encode(encoder.encode_descriptor(
+            "linesight_parts",
+            "Parts that got a verdict.",
+            None,
+            parts.metric_type(),
+        )?)?;
+        let mut rejects = encoder.encode_descriptor(
+            "linesight_rejects",
+            "Rejected parts, by reason.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, n) in &f.rejects_by_reason {
+            ConstCounter::new(*n).encode(rejects.encode_family(&[("reason", reason.as_str())])?)?;
+        }
+        let mut latency = encoder.encode_descriptor(
+            "linesight_stage_latency_ms",
+            "Latency per stage since the start, ms.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (stage, p) in &f.latency_ms {
+            for (q, v) in [("0.5", p.p50), ("0.99", p.p99), ("1", p.max)] {
+                ConstGauge::new(v).encode(latency.encode_family(&[("stage", stage.as_str()), ("quantile", q)])?)?;
+            }
+        }
+        ConstGauge::new(f.threshold).encode(encoder.encode_descriptor(
+            "linesight_threshold",
+            "Score above which a part is rejected, as the judge uses it now.",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        Ok(())
+    }
+}
+
+impl Metrics {
+    /// The metrics of a run of `model` served by `provider` (as `Serving::detail` says it),
+    /// starting with `threshold`.
+    pub fn new(model: &str, provider: &str, threshold: f32) -> Metrics {
+        let figures = Arc::new(LineFigures {
+            model: model.to_string(),
+            provider: provider.to_string(),
+            latest: Mutex::new(Figures {
+                threshold: as_printed(threshold),
+                ..Figures::default()
+            }),
+        });
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Arc::clone(&figures)));
+        Metrics { registry, figures }
+    }
+
+    /// Sets every figure from the run's summary; `threshold` is the one the judge uses now
+    /// (the last part's), if known (else the gauge keeps its value).
+    pub fn update(&self, s: &Summary, threshold: Option<f32>) {
+        let mut f = self.figures.latest.lock().unwrap_or_else(|e| e.into_inner());
+        f.parts = s.parts;
+        f.rejects_by_reason.clone_from(&s.rejects_by_reason);
+        f.latency_ms.clone_from(&s.latency_ms);
+        if let Some(t) = threshold {
+            f.threshold = as_printed(t);
+        }
+    }
+
+    /// OpenMetrics text, as the registry encodes it (ends with `# EOF`).
+    pub fn render_openmetrics(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// The classic Prometheus text format (0.0.4) of the same encoding.
+    pub fn render(&self) -> String {
+        classic_text(&self.render_openmetrics())
+    }
+}
+
+/// OpenMetrics text → the classic text format, for the metric types used here (counters
+/// and gauges, no units, no exemplars, no `_created`): a counter family's `# HELP` and
+/// `# TYPE` lines take the `_total` name of its samples, and `# EOF` goes.
+fn classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 64);
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|tag| {
+            let rest = line.strip_prefix(tag)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{tag}{name}_total {tail}"))
+        });
+        out += renamed.as_deref().unwrap_or(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// `record.metrics_file`: rewritten about once a second, through a temporary file and a
+/// rename, so a scrape never sees half.
+pub struct MetricsFile {
+    path: PathBuf,
+    metrics: Metrics,
 }
 
 impl MetricsFile {
-    pub fn new(path: PathBuf, model: &str, provider: &str) -> MetricsFile {
+    pub fn new(path: PathBuf, model: &str, provider: &str, threshold: f32) -> MetricsFile {
         MetricsFile {
             path,
-            model: model.to_string(),
-            provider: provider.to_string(),
+            metrics: Metrics::new(model, provider, threshold),
         }
     }
 
@@ -25,56 +191,129 @@ impl MetricsFile {
         &self.path
     }
 
-    pub fn write(&self, s: &Summary) -> std::io::Result<()> {
-        let text = render(s, &self.model, &self.provider);
+    /// Writes the summary's figures; `threshold` as for [`Metrics::update`].
+    pub fn write(&self, s: &Summary, threshold: Option<f32>) -> std::io::Result<()> {
+        self.metrics.update(s, threshold);
         let tmp = self.path.with_extension("prom.tmp");
-        std::fs::write(&tmp, text)?;
+        std::fs::write(&tmp, self.metrics.render())?;
         std::fs::rename(&tmp, &self.path)
     }
 }
 
-/// Label values escaped as the exposition format wants.
-fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
 
-fn render(s: &Summary, model: &str, provider: &str) -> String {
-    let mut o = String::new();
-    // The provider's kind (cpu, cuda, tensorrt) is the first word of its description.
-    let kind = provider.split_whitespace().next().unwrap_or("unknown");
-    let _ = writeln!(
-        o,
-        "# HELP linesight_info The model and the execution provider serving it."
-    );
-    let _ = writeln!(o, "# TYPE linesight_info gauge");
-    let _ = writeln!(
-        o,
-        "linesight_info{{model=\"{}\",provider=\"{}\",provider_detail=\"{}\"}} 1",
-        esc(model),
-        esc(kind),
-        esc(provider)
-    );
-    let _ = writeln!(o, "# HELP linesight_parts_total Parts that got a verdict.");
-    let _ = writeln!(o, "# TYPE linesight_parts_total counter");
-    let _ = writeln!(o, "linesight_parts_total {}", s.parts);
-    let _ = writeln!(o, "# HELP linesight_rejects_total Rejected parts, by reason.");
-    let _ = writeln!(o, "# TYPE linesight_rejects_total counter");
-    for (reason, n) in &s.rejects_by_reason {
-        let _ = writeln!(o, "linesight_rejects_total{{reason=\"{}\"}} {n}", esc(reason));
-    }
-    let _ = writeln!(
-        o,
-        "# HELP linesight_stage_latency_ms Latency per stage since the start, ms."
-    );
-    let _ = writeln!(o, "# TYPE linesight_stage_latency_ms gauge");
-    for (stage, p) in &s.latency_ms {
-        for (q, v) in [("0.5", p.p50), ("0.99", p.p99), ("1", p.max)] {
-            let _ = writeln!(
-                o,
-                "linesight_stage_latency_ms{{stage=\"{}\",quantile=\"{q}\"}} {v}",
-                esc(stage)
-            );
+    fn summary() -> Summary {
+        Summary {
+            parts: 12,
+            rejects: 3,
+            rejects_by_reason: BTreeMap::from([("above_threshold".into(), 2), ("deadline_missed".into(), 1)]),
+            latency_ms: BTreeMap::from([(
+                "inference".into(),
+                crate::stats::Percentiles {
+                    p50: 36.0,
+                    p99: 42.78,
+                    max: 46.66,
+                },
+            )]),
+            parts_per_second: 10.0,
+            recall: None,
+            false_reject_rate: None,
+            good: 0,
+            defect: 0,
+            image_auroc: None,
+            provider: String::new(),
         }
     }
-    o
+
+    #[test]
+    fn the_names_and_labels_stay_as_they_were() {
+        let m = Metrics::new("sim-flange", "cuda (device 0)", 6.0);
+        m.update(&summary(), Some(6.75));
+        let text = m.render();
+        for want in [
+            "# HELP linesight_info The model and the execution provider serving it.\n# TYPE linesight_info gauge\n",
+            "linesight_info{model=\"sim-flange\",provider=\"cuda\",provider_detail=\"cuda (device 0)\"} 1\n",
+            "# HELP linesight_parts_total Parts that got a verdict.\n# TYPE linesight_parts_total counter\nlinesight_parts_total 12\n",
+            "# TYPE linesight_rejects_total counter\n",
+            "linesight_rejects_total{reason=\"above_threshold\"} 2\n",
+            "linesight_rejects_total{reason=\"deadline_missed\"} 1\n",
+            "# TYPE linesight_stage_latency_ms gauge\n",
+            "linesight_stage_latency_ms{stage=\"inference\",quantile=\"0.5\"} 36.0\n",
+            "linesight_stage_latency_ms{stage=\"inference\",quantile=\"0.99\"} 42.78\n",
+            "linesight_stage_latency_ms{stage=\"inference\",quantile=\"1\"} 46.66\n",
+            "# TYPE linesight_threshold gauge\nlinesight_threshold 6.75\n",
+        ] {
+            assert!(text.contains(want), "no {want:?} in\n{text}");
+        }
+        assert!(!text.contains("# EOF"), "{text}");
+        let om = m.render_openmetrics();
+        assert!(om.contains("# TYPE linesight_parts counter\nlinesight_parts_total 12\n") && om.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let text = Metrics::new("a\"b\\c", "cpu", 1.0).render();
+        assert!(text.contains(r#"model="a\"b\\c""#), "{text}");
+    }
+
+    #[test]
+    fn families_and_their_samples_come_in_a_fixed_order() {
+        let m = Metrics::new("m", "cpu", 1.0);
+        let mut s = summary();
+        s.latency_ms.insert(
+            "total".into(),
+            crate::stats::Percentiles {
+                p50: 1.0,
+                p99: 2.0,
+                max: 3.0,
+            },
+        );
+        s.latency_ms.insert(
+            "queue".into(),
+            crate::stats::Percentiles {
+                p50: 0.1,
+                p99: 0.2,
+                max: 0.3,
+            },
+        );
+        m.update(&s, None);
+        let text = m.render();
+        let names: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        assert_eq!(
+            names[..4],
+            [
+                "linesight_info{model=\"m\",provider=\"cpu\",provider_detail=\"cpu\"}",
+                "linesight_parts_total",
+                "linesight_rejects_total{reason=\"above_threshold\"}",
+                "linesight_rejects_total{reason=\"deadline_missed\"}"
+            ]
+        );
+        let stages: Vec<&str> = names
+            .iter()
+            .filter_map(|n| n.strip_prefix("linesight_stage_latency_ms{stage=\""))
+            .map(|n| n.split('"').next().unwrap())
+            .collect();
+        assert_eq!(
+            stages,
+            [
+                "inference",
+                "inference",
+                "inference",
+                "queue",
+                "queue",
+                "queue",
+                "total",
+                "total",
+                "total"
+            ]
+        );
+        assert_eq!(text, m.render(), "the same figures render the same text");
+    }
 }

@@ -9,8 +9,12 @@
 //! behind (slow, hung or absent peer) loses its oldest events, counted in its feed, and
 //! never delays a verdict or a pulse. Each sink may run an async runtime of its own.
 
+mod controls;
 pub mod feed;
+pub mod http;
 pub mod mqtt;
+
+pub use controls::Controls;
 
 use crate::config::Config;
 use crate::model::Manifest;
@@ -102,6 +106,7 @@ impl LineInfo {
 pub fn open(config: &Config, info: &LineInfo) -> anyhow::Result<Sinks> {
     let mut sinks = Sinks::none();
     mqtt::open(config, info, &mut sinks)?;
+    http::open(&mut sinks, config, info)?;
     Ok(sinks)
 }
 
@@ -110,6 +115,8 @@ pub fn open(config: &Config, info: &LineInfo) -> anyhow::Result<Sinks> {
 pub struct Sinks {
     feeds: Vec<FeedSender<LineEvent>>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// What the sinks may change in the line (the threshold), read by the judge thread.
+    controls: Arc<Controls>,
 }
 
 impl Sinks {
@@ -118,7 +125,13 @@ impl Sinks {
         Sinks {
             feeds: Vec::new(),
             threads: Vec::new(),
+            controls: Arc::default(),
         }
+    }
+
+    /// The line's controls, shared with the sinks that may write them.
+    pub fn controls(&self) -> Arc<Controls> {
+        Arc::clone(&self.controls)
     }
 
     /// Adds a sink: `run` gets the receiving end of a feed of `capacity` events and runs

@@ -5,6 +5,7 @@
 use crate::frame::{Reason, Verdict};
 use crate::record::PartRecord;
 use crate::sinks::{LineInfo, LineState};
+use crate::stats::Percentiles;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -177,13 +178,6 @@ pub struct SinkCounters {
 }
 
 #[derive(Serialize)]
-struct Percentiles {
-    p50: f64,
-    p99: f64,
-    max: f64,
-}
-
-#[derive(Serialize)]
 struct StateMessage<'a> {
     schema: &'static str,
     run_id: &'a str,
@@ -231,20 +225,7 @@ pub fn state(
         rejects_by_reason: &sum.rejects_by_reason,
         parts_per_second: sum.parts_per_second,
         parts_per_second_now: rate_now,
-        latency_ms: sum
-            .latency_ms
-            .iter()
-            .map(|(k, [p50, p99, max])| {
-                (
-                    k.as_str(),
-                    Percentiles {
-                        p50: *p50,
-                        p99: *p99,
-                        max: *max,
-                    },
-                )
-            })
-            .collect(),
+        latency_ms: sum.latency_ms.iter().map(|(k, p)| (k.as_str(), *p)).collect(),
         camera: s.camera.as_ref(),
         model: ModelRef {
             name: &info.model,
@@ -421,7 +402,14 @@ mod tests {
             parts: 100,
             rejects: 12,
             rejects_by_reason: BTreeMap::from([("above_threshold".to_string(), 11), ("overload".to_string(), 1)]),
-            latency_ms: BTreeMap::from([("total".to_string(), [36.7, 43.8, 47.7])]),
+            latency_ms: BTreeMap::from([(
+                "total".to_string(),
+                Percentiles {
+                    p50: 36.7,
+                    p99: 43.8,
+                    max: 47.7,
+                },
+            )]),
             parts_per_second: 10.0,
             recall: None,
             false_reject_rate: None,
