@@ -110,9 +110,7 @@ mod tests {
     use super::*;
 
     fn problems(c: &HttpConfig) -> Vec<String> {
-        let mut p = Problems::default();
-        c.validate(&mut p);
-        p.0.into_iter().map(|p| p.to_string()).collect()
+        Problems::of(|p| c.validate(p))
     }
 
     #[test]

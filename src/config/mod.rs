@@ -181,6 +181,14 @@ impl Config {
 struct Problems(Vec<Problem>);
 
 impl Problems {
+    /// Every problem `check` finds, as text (for unit tests of one section).
+    #[cfg(test)]
+    pub(crate) fn of(check: impl FnOnce(&mut Problems)) -> Vec<String> {
+        let mut p = Problems::default();
+        check(&mut p);
+        p.0.into_iter().map(|p| p.to_string()).collect()
+    }
+
     /// `key` is the whole key path, as the user reads it: `reject.output.chip`, `runtime.providers[2]`.
     fn bad(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem {

@@ -22,7 +22,7 @@ pub struct RunStats {
 }
 
 /// The numbers a user checks at the end of a run.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Summary {
     pub parts: u64,
     pub rejects: u64,

@@ -301,19 +301,7 @@ mod tests {
         LineEvent::State(Arc::new(LineState {
             run_state,
             unix_ms: 0,
-            summary: Summary {
-                parts: 0,
-                rejects: 0,
-                rejects_by_reason: BTreeMap::new(),
-                latency_ms: BTreeMap::new(),
-                parts_per_second: 0.0,
-                recall: None,
-                false_reject_rate: None,
-                good: 0,
-                defect: 0,
-                image_auroc: None,
-                provider: String::new(),
-            },
+            summary: Summary::default(),
             camera: None,
             last_part: None,
         }))

@@ -411,12 +411,7 @@ mod tests {
                 },
             )]),
             parts_per_second: 10.0,
-            recall: None,
-            false_reject_rate: None,
-            good: 0,
-            defect: 0,
-            image_auroc: None,
-            provider: String::new(),
+            ..Default::default()
         };
         summary.provider = "cpu".into();
         let s = LineState {
