@@ -449,6 +449,25 @@ fn every_part_arrives_in_order_with_its_sequence() {
     eprintln!("40 parts: sent {sent}, dropped {dropped}, unsent {unsent}, at most {most} buffered");
 }
 
+/// A broker that keeps sessions across a kill (persistence saved at every change), and a
+/// historian subscribed to the results and the status with a persistent session, so that
+/// what linesight resends before the historian is back waits for it.
+fn persistent_broker_and_historian(dir: &std::path::Path) -> (Mosquitto, Subscriber) {
+    let broker = Mosquitto::start(dir, 1, |p, dir| {
+        format!(
+            "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nautosave_on_changes true\n",
+            p[0],
+            dir.display()
+        )
+    });
+    let sub = Subscriber::new(broker.port(), "historian", &[topic("result"), topic("status")], true);
+    assert!(
+        wait_for(Duration::from_secs(20), || dir.join("mosquitto.db").exists()),
+        "mosquitto saved no database"
+    );
+    (broker, sub)
+}
+
 /// The broker is killed (SIGKILL) mid-run and started again: every result of the outage
 /// was kept and arrives, in order, after it; nothing is missing.
 #[test]
@@ -458,20 +477,7 @@ fn a_broker_outage_leaves_no_gap_within_the_buffer() {
     }
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    // Persistence (saved at every change) keeps the historian's session across the kill,
-    // so that what linesight resends before the historian is back waits for it.
-    let mut broker = Mosquitto::start(dir.path(), 1, |p, dir| {
-        format!(
-            "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nautosave_on_changes true\n",
-            p[0],
-            dir.display()
-        )
-    });
-    let sub = Subscriber::new(broker.port(), "historian", &[topic("result"), topic("status")], true);
-    assert!(
-        wait_for(Duration::from_secs(20), || dir.path().join("mosquitto.db").exists()),
-        "mosquitto saved no database"
-    );
+    let (mut broker, sub) = persistent_broker_and_historian(dir.path());
     let sim = sim_with_mqtt(broker.port(), &[]);
     lenient_timing(&sim);
     let line = Line::spawn(&sim, &["--max-parts", "90"]);
@@ -517,18 +523,7 @@ fn beyond_the_buffer_the_oldest_are_dropped_and_counted() {
     }
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let mut broker = Mosquitto::start(dir.path(), 1, |p, dir| {
-        format!(
-            "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nautosave_on_changes true\n",
-            p[0],
-            dir.display()
-        )
-    });
-    let sub = Subscriber::new(broker.port(), "historian", &[topic("result"), topic("status")], true);
-    assert!(wait_for(Duration::from_secs(20), || dir
-        .path()
-        .join("mosquitto.db")
-        .exists()));
+    let (mut broker, sub) = persistent_broker_and_historian(dir.path());
     let sim = sim_with_mqtt(broker.port(), &[("buffer_parts", 10.into())]);
     let line = Line::spawn(&sim, &["--max-parts", "70"]);
     assert!(wait_for(Duration::from_secs(60), || results_by_seq(&sub).len() >= 10));
