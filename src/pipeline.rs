@@ -20,13 +20,13 @@ use crate::preprocess;
 use crate::record::{MetricsFile, PartRecord, ResultsLog, RunStats, Snapshot, StageLatency, Summary};
 use crate::runtime::Runtime;
 use crate::sinks::{Controls, LineEvent, LineState, RunState, Sinks};
-use crate::source::{self, Source};
+use crate::source::{self, CameraCell, Source};
 use anyhow::Context;
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How a run ends.
 pub struct Report {
@@ -114,11 +114,16 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
 
     // Each stage's thread takes its part of the runtime.
     let actuator = spawn("actuate", move || actuate::run_scheduler(rt.reject, window_rx))?;
-    let recorder = spawn("record", move || {
-        record_loop(
-            rt.results, record_rx, started_ns, progress_s, save_dir, metrics, rt.sinks,
-        )
-    })?;
+    let recorder = Recorder {
+        results: rt.results,
+        started_ns,
+        progress_s,
+        save_dir,
+        metrics,
+        sinks: rt.sinks,
+        camera: rt.camera,
+    };
+    let recorder = spawn("record", move || record_loop(recorder, record_rx))?;
     let judge = {
         let judge_rx = judge_rx.clone();
         let controls = Arc::clone(&controls);
@@ -342,7 +347,7 @@ fn judge_loop(
         if let Some(t) = controls.threshold() {
             judge.set_threshold(Threshold(t));
         }
-        for decision in judge.decide(clock::now_ns(), unix_ms()) {
+        for decision in judge.decide(clock::now_ns(), clock::unix_ms()) {
             if let Some([start_ns, end_ns]) = decision.eject_ns {
                 let _ = windows.send(Window { start_ns, end_ns });
             }
@@ -368,14 +373,6 @@ fn judge_loop(
             Err(RecvTimeoutError::Disconnected) => open = false,
         }
     }
-}
-
-/// Wall-clock now, Unix ms, for the results log.
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// A decision as the results log writes it, with the image to save, if any.
@@ -412,15 +409,28 @@ fn recorded(d: Decision<Snapshot>) -> Recorded {
     }
 }
 
-fn record_loop(
-    mut results: ResultsLog,
-    records: Receiver<Recorded>,
+/// What the record thread owns.
+struct Recorder {
+    results: ResultsLog,
     started_ns: u64,
     progress_s: f64,
     save_dir: std::path::PathBuf,
     metrics: Option<MetricsFile>,
     sinks: Sinks,
-) -> (RunStats, u64) {
+    /// The camera's state, written by its listener on the source's thread.
+    camera: Arc<CameraCell>,
+}
+
+fn record_loop(rec: Recorder, records: Receiver<Recorded>) -> (RunStats, u64) {
+    let Recorder {
+        mut results,
+        started_ns,
+        progress_s,
+        save_dir,
+        metrics,
+        sinks,
+        camera,
+    } = rec;
     let mut stats = RunStats::new(started_ns);
     let mut errors = 0u64;
     let tty = std::io::stderr().is_terminal();
@@ -437,9 +447,9 @@ fn record_loop(
     let state = |stats: &RunStats, run_state, last_part| {
         LineEvent::State(Arc::new(LineState {
             run_state,
-            unix_ms: unix_ms(),
+            unix_ms: clock::unix_ms(),
             summary: stats.summary(),
-            camera: None,
+            camera: camera.get(),
             last_part,
         }))
     };

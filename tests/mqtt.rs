@@ -436,6 +436,16 @@ fn every_part_arrives_in_order_with_its_sequence() {
     assert_eq!(last["last_part"]["seq"], 40);
     assert!(last["latency_ms"]["total"]["p99"].is_number(), "{last}");
     assert_eq!(last["model"]["sha256"].as_str().unwrap().len(), 64);
+    let camera = &last["camera"];
+    assert_eq!(
+        (camera["up"].as_bool(), camera["losses"].as_u64()),
+        (Some(true), Some(0)),
+        "{last}"
+    );
+    assert!(
+        camera["since_unix_ms"].as_u64().unwrap() <= last["unix_ms"].as_u64().unwrap(),
+        "up since the camera opened: {last}"
+    );
     // Status and state are retained (a live subscription gets them without the flag): a
     // newcomer reads the last of each at once.
     let late = Subscriber::new(broker.port(), "newcomer", &[topic("status"), topic("state")], false);
@@ -447,6 +457,61 @@ fn every_part_arrives_in_order_with_its_sequence() {
     let (sent, dropped, unsent, most, resent) = sink_report(&stderr);
     assert_eq!((sent, dropped, unsent, resent), (40, 0, 0, 0), "{stderr}");
     eprintln!("40 parts: sent {sent}, dropped {dropped}, unsent {unsent}, at most {most} buffered");
+}
+
+#[test]
+fn the_state_says_the_camera_is_down_since_when_and_why() {
+    if !have(&["mosquitto"]) {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), 1, |p, _| {
+        format!("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n", p[0])
+    });
+    let sub = Subscriber::new(broker.port(), "historian", &[topic("state")], false);
+    // The camera is unplugged after 10 frames and not back before the run ends (its parts
+    // count towards --max-parts as camera_lost rejects): the last state must say it is
+    // down, whatever the timing of the states before it.
+    let sim = sim_with_mqtt(broker.port(), &[]);
+    sim.edit(|t| {
+        set(t, "faults.camera_loss_at_part", 10.into());
+        set(t, "faults.camera_loss_ms", 600_000.into());
+        set(t, "status.camera_retry_max_ms", 200.into());
+    });
+    let (stdout, stderr) = Line::spawn(&sim, &["--max-parts", "30"]).finish(Duration::from_secs(120));
+    let last = sub
+        .wait(Duration::from_secs(10), &topic("state"), |v| {
+            v["run_state"] == "stopping"
+        })
+        .unwrap_or_else(|| panic!("no stopping state:\n{stderr}"))
+        .json;
+    let states = sub.on(&topic("state"));
+    let first = &states[0].json;
+    assert_eq!(
+        (first["camera"]["up"].as_bool(), first["camera"]["losses"].as_u64()),
+        (Some(true), Some(0)),
+        "the first state, before any part: {first}"
+    );
+    let camera = &last["camera"];
+    assert_eq!(
+        (camera["up"].as_bool(), camera["losses"].as_u64()),
+        (Some(false), Some(1)),
+        "{last}"
+    );
+    let cause = camera["last_error"].as_str().unwrap();
+    assert!(cause.contains("injected fault (faults.camera_loss_at_part)"), "{last}");
+    let since = camera["since_unix_ms"].as_u64().unwrap();
+    assert!(
+        first["camera"]["since_unix_ms"].as_u64().unwrap() < since && since <= last["unix_ms"].as_u64().unwrap(),
+        "down after it opened, before the last state: {first} then {last}"
+    );
+    // Every state that saw the camera down says the same: one loss, its first cause and time.
+    for s in states.iter().map(|m| &m.json).filter(|s| s["camera"]["up"] == false) {
+        assert_eq!(&s["camera"], camera, "{s}");
+    }
+    assert!(last["rejects_by_reason"]["camera_lost"].as_u64().unwrap() > 0, "{last}");
+    assert!(stdout.contains("(down at the end)"), "{stdout}");
 }
 
 /// A broker that keeps sessions across a kill (persistence saved at every change), and a

@@ -19,7 +19,7 @@ pub use controls::Controls;
 use crate::config::Config;
 use crate::model::Manifest;
 use crate::record::{PartRecord, Summary};
-use crate::source::CameraHealth;
+use crate::source::CameraState;
 use feed::{FeedReceiver, FeedSender};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -77,7 +77,8 @@ pub struct LineState {
     /// Wall-clock time of this state (Unix ms).
     pub unix_ms: u64,
     pub summary: Summary,
-    pub camera: Option<CameraHealth>,
+    /// The camera up or down and since when; none before it opened.
+    pub camera: Option<CameraState>,
     /// The last part decided, if any.
     pub last_part: Option<u64>,
 }
@@ -86,9 +87,7 @@ impl LineInfo {
     /// The run's facts; `run_id` is new at every start (Unix ms and process id, in hex).
     pub fn new(config: &Config, model: &Manifest, provider: &str, threshold: f32, reject_output: String) -> LineInfo {
         use sha2::Digest;
-        let unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
+        let unix_ms = crate::clock::unix_ms();
         LineInfo {
             run_id: format!("{unix_ms:x}-{:x}", std::process::id()),
             model: model.name.clone(),

@@ -55,7 +55,7 @@ pub fn open(sinks: &mut Sinks, config: &Config, info: &LineInfo) -> anyhow::Resu
             Arc::new(info.clone()),
             http.recent_parts,
             http.recent_rejects,
-            api::unix_ms(),
+            crate::clock::unix_ms(),
         )),
         metrics: Metrics::new(&info.model, &info.provider, info.threshold),
         controls: sinks.controls(),

@@ -15,6 +15,7 @@
 pub mod message;
 pub mod outbox;
 
+use crate::clock::unix_ms;
 use crate::config::{Broker, Config, MqttConfig, PublishResults};
 use crate::frame::Verdict;
 use crate::sinks::feed::{FeedReceiver, Recv};
@@ -312,6 +313,11 @@ fn run(settings: Settings, info: LineInfo, rx: FeedReceiver<LineEvent>) {
     log::info!("mqtt: {report}");
 }
 
+/// Whether a state says the camera is up (none before it opened).
+fn camera_up(s: &LineState) -> Option<bool> {
+    s.camera.as_ref().map(|c| c.up)
+}
+
 /// What one connection's event loop tells the session.
 #[derive(Debug)]
 enum Net {
@@ -397,7 +403,10 @@ struct Session {
     net_tx: mpsc::Sender<(u64, Net)>,
     net_rx: Option<mpsc::Receiver<(u64, Net)>>,
     latest: Option<Arc<LineState>>,
+    /// What the last published state said of the run and of the camera (up or down):
+    /// a change of either is published at once, not at the next interval.
     published_run_state: Option<RunState>,
+    published_camera_up: Option<bool>,
     state_due: bool,
     /// (parts seen, Unix ms) when the last state was published: the rate since then.
     rate_point: Option<(u64, u64)>,
@@ -411,12 +420,6 @@ struct Session {
     stopping: bool,
     offline_sent: bool,
     offline_acked: bool,
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Session {
@@ -434,6 +437,7 @@ impl Session {
             net_rx: Some(net_rx),
             latest: None,
             published_run_state: None,
+            published_camera_up: None,
             state_due: false,
             rate_point: None,
             last_part: None,
@@ -514,7 +518,7 @@ impl Session {
                 }
             }
             LineEvent::State(s) => {
-                if self.published_run_state != Some(s.run_state) {
+                if self.published_run_state != Some(s.run_state) || self.published_camera_up != camera_up(&s) {
                     self.state_due = true;
                 }
                 self.latest = Some(s);
@@ -654,6 +658,7 @@ impl Session {
                 }
                 self.rate_point = Some(now);
                 self.published_run_state = Some(s.run_state);
+                self.published_camera_up = camera_up(&s);
             }
             self.state_due = false;
         }
