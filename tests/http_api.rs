@@ -137,6 +137,14 @@ fn the_api_serves_the_line_and_has_no_writes_without_a_token_file() {
     let text = metrics.text();
     assert!(text.contains("linesight_info{model=\"sim-flange\",provider=\"cpu\",provider_detail=\"cpu\"} 1"));
     assert!(text.contains("# TYPE linesight_parts_total counter\nlinesight_parts_total "));
+    assert!(
+        text.contains("# TYPE linesight_stage_latency_seconds histogram\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("linesight_stage_latency_ms"),
+        "the legacy gauge is gone: {text}"
+    );
     let om = http_common::request(
         line.addr,
         "GET",
@@ -158,10 +166,8 @@ fn the_api_serves_the_line_and_has_no_writes_without_a_token_file() {
     promtool_accepts("record.metrics_file", &file);
 }
 
-/// `promtool check metrics` parses the text and finds nothing wrong with it, but for the
-/// two naming rules that `linesight_stage_latency_ms` has broken since before this sink
-/// (a unit in its name, a `quantile` label on a gauge): its name and labels are kept so
-/// that existing dashboards keep working (docs/web.md).
+/// `promtool check metrics` parses the text and finds nothing wrong with it: no lint
+/// finding at all (exit 0, nothing said).
 fn promtool_accepts(what: &str, text: &str) {
     let Some(promtool) = tool("promtool", "prometheus") else {
         return;
@@ -177,19 +183,11 @@ fn promtool_accepts(what: &str, text: &str) {
     child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    let inherited = [
-        "linesight_stage_latency_ms metric names should not contain abbreviated units",
-        "linesight_stage_latency_ms non-summary metrics should not have \"quantile\" label",
-    ];
-    let other: Vec<&str> = said
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !inherited.contains(&l.trim()))
-        .collect();
-    // exit 1: it could not parse; exit 3: lint findings (only the inherited ones allowed)
-    let code = out.status.code();
+    // exit 1: it could not parse; exit 3: lint findings
     assert!(
-        other.is_empty() && (code == Some(0) || code == Some(3)),
-        "promtool check metrics on {what}: exit {code:?}\n{said}\n--- input:\n{text}"
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics on {what}: exit {:?}\n{said}\n--- input:\n{text}",
+        out.status.code()
     );
 }
 
