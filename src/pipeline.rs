@@ -19,7 +19,7 @@ use crate::model::Detector;
 use crate::preprocess;
 use crate::record::{MetricsFile, PartRecord, ResultsLog, RunStats, Snapshot, StageLatency, Summary};
 use crate::runtime::Runtime;
-use crate::sinks::{Controls, LineEvent, LineState, RunState, Sinks};
+use crate::sinks::{Controls, LineEvent, LineState, RunState, SinkSummary, Sinks};
 use crate::source::{self, CameraCell, Source};
 use anyhow::Context;
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -41,6 +41,9 @@ pub struct Report {
     pub record_errors: u64,
     /// Camera losses, recoveries and trigger counts (sources that watch a camera).
     pub camera: Option<source::CameraHealth>,
+    /// The plant's side: each sink's figures (MQTT: results sent, dropped, unsent) and
+    /// the events its feed dropped.
+    pub sinks: Vec<SinkSummary>,
 }
 
 impl Report {
@@ -54,6 +57,9 @@ impl Report {
         );
         if let Some(camera) = &self.camera {
             s += &camera.render();
+        }
+        for sink in &self.sinks {
+            s += &sink.render();
         }
         if self.late_outcomes > 0 {
             s += &format!(
@@ -154,7 +160,7 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
     let skipped_late = inspect.join().expect("inspect thread panicked");
     let late_outcomes = judge.join().expect("judge thread panicked");
     let pulses = actuator.join().expect("actuate thread panicked");
-    let (stats, record_errors) = recorder.join().expect("record thread panicked");
+    let (stats, record_errors, sinks) = recorder.join().expect("record thread panicked");
     let camera = source_result?;
     let mut summary = stats.summary();
     summary.provider = provider;
@@ -165,6 +171,7 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
         skipped_late,
         record_errors,
         camera,
+        sinks,
     })
 }
 
@@ -421,7 +428,9 @@ struct Recorder {
     camera: Arc<CameraCell>,
 }
 
-fn record_loop(rec: Recorder, records: Receiver<Recorded>) -> (RunStats, u64) {
+/// Records every part until the judge is done; returns the run's statistics, the results
+/// lines that could not be written, and the sinks' figures.
+fn record_loop(rec: Recorder, records: Receiver<Recorded>) -> (RunStats, u64, Vec<SinkSummary>) {
     let Recorder {
         mut results,
         started_ns,
@@ -505,10 +514,10 @@ fn record_loop(rec: Recorder, records: Receiver<Recorded>) -> (RunStats, u64) {
     write_metrics(&stats, threshold);
     sinks.send(state(&stats, RunState::Stopping, None));
     // Bounded: a hung broker or browser must not hold up the end of the run.
-    sinks.stop(Duration::from_secs(2));
+    let sinks = sinks.stop(Duration::from_secs(2));
     if let Err(e) = results.sync() {
         errors += 1;
         log::error!("{e:#}");
     }
-    (stats, errors)
+    (stats, errors, sinks)
 }

@@ -358,6 +358,25 @@ fn sink_report(stderr: &str) -> (u64, u64, u64, u64, u64) {
     )
 }
 
+/// The run summary's MQTT line (stdout), "mqtt       N result(s) acknowledged, D dropped
+/// (buffer full), U unsent at the stop; F feed event(s) dropped": (N, D, U, F).
+fn summary_figures(stdout: &str) -> (u64, u64, u64, u64) {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("mqtt "))
+        .unwrap_or_else(|| panic!("no mqtt line in the run's summary:\n{stdout}"));
+    let n: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse().unwrap())
+        .collect();
+    assert!(
+        n.len() == 4 && line.contains("result(s) acknowledged") && line.ends_with("feed event(s) dropped"),
+        "{line}"
+    );
+    (n[0], n[1], n[2], n[3])
+}
+
 /// A generous deadline and queue: the tests that assert "no fail-safe reject" are about
 /// the broker, not about the CPU time that other work on a loaded test machine takes.
 fn lenient_timing(sim: &SimRun) {
@@ -393,7 +412,7 @@ fn every_part_arrives_in_order_with_its_sequence() {
         false,
     );
     let sim = sim_with_mqtt(broker.port(), &[]);
-    let (_, stderr) = Line::spawn(&sim, &["--max-parts", "40"]).finish(Duration::from_secs(120));
+    let (stdout, stderr) = Line::spawn(&sim, &["--max-parts", "40"]).finish(Duration::from_secs(120));
     let results = sim.results();
     assert_eq!(results.len(), 40);
     // The closing offline status is the last message; everything before it has arrived.
@@ -456,6 +475,7 @@ fn every_part_arrives_in_order_with_its_sequence() {
     assert_eq!(&state.json, last);
     let (sent, dropped, unsent, most, resent) = sink_report(&stderr);
     assert_eq!((sent, dropped, unsent, resent), (40, 0, 0, 0), "{stderr}");
+    assert_eq!(summary_figures(&stdout), (40, 0, 0, 0), "{stdout}");
     eprintln!("40 parts: sent {sent}, dropped {dropped}, unsent {unsent}, at most {most} buffered");
 }
 
@@ -596,12 +616,18 @@ fn beyond_the_buffer_the_oldest_are_dropped_and_counted() {
     let at_kill = parts_decided(&sim);
     assert!(wait_for(Duration::from_secs(60), || parts_decided(&sim) >= at_kill + 30));
     broker.restart();
-    let (_, stderr) = line.finish(Duration::from_secs(120));
+    let (stdout, stderr) = line.finish(Duration::from_secs(120));
     assert!(sub
         .wait(Duration::from_secs(20), &topic("status"), |v| v["reason"] == "stopped")
         .is_some());
     let got: Vec<u64> = results_by_seq(&sub).keys().copied().collect();
     let (sent, dropped, unsent, most, _) = sink_report(&stderr);
+    let (s_sent, s_dropped, s_unsent, _) = summary_figures(&stdout);
+    assert_eq!(
+        (s_sent, s_dropped, s_unsent),
+        (sent, dropped, unsent),
+        "the run's summary says what the sink logged:\n{stdout}"
+    );
     assert!(dropped >= 10, "an outage of 30 parts with a buffer of 10: {stderr}");
     assert_eq!(sent + dropped + unsent, 70, "{stderr}");
     assert_eq!(got.len() as u64, 70 - dropped, "{got:?}");

@@ -19,7 +19,7 @@ use crate::clock::unix_ms;
 use crate::config::{Broker, Config, MqttConfig, PublishResults};
 use crate::frame::Verdict;
 use crate::sinks::feed::{FeedReceiver, Recv};
-use crate::sinks::{LineEvent, LineInfo, LineState, RunState, Sinks};
+use crate::sinks::{Delivery, LineEvent, LineInfo, LineState, RunState, SinkReport, Sinks};
 use anyhow::Context;
 use message::{LastPart, Offline, SinkCounters, Topics};
 use outbox::{Outbox, Pending, Tag, Tracker};
@@ -281,13 +281,14 @@ pub fn open(config: &Config, info: &LineInfo, sinks: &mut Sinks) -> anyhow::Resu
 }
 
 /// The sink's thread: a one-thread runtime for the session, and a bridge thread that
-/// moves events from the line's feed into it.
-fn run(settings: Settings, info: LineInfo, rx: FeedReceiver<LineEvent>) {
+/// moves events from the line's feed into it. Without them nothing is published, and
+/// there are no figures to report.
+fn run(settings: Settings, info: LineInfo, rx: FeedReceiver<LineEvent>) -> SinkReport {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             log::error!("mqtt: cannot start the sink's runtime: {e}; nothing is published");
-            return;
+            return SinkReport::default();
         }
     };
     let (tx, events) = mpsc::channel(256);
@@ -307,10 +308,11 @@ fn run(settings: Settings, info: LineInfo, rx: FeedReceiver<LineEvent>) {
         });
     if let Err(e) = bridge {
         log::error!("mqtt: cannot start the feed thread: {e}; nothing is published");
-        return;
+        return SinkReport::default();
     }
-    let report = rt.block_on(Session::new(settings, info).run(events));
-    log::info!("mqtt: {report}");
+    let (line, results) = rt.block_on(Session::new(settings, info).run(events));
+    log::info!("mqtt: {line}");
+    SinkReport { results: Some(results) }
 }
 
 /// Whether a state says the camera is up (none before it opened).
@@ -465,7 +467,7 @@ impl Session {
         }
     }
 
-    async fn run(mut self, mut events: mpsc::Receiver<(LineEvent, u64)>) -> String {
+    async fn run(mut self, mut events: mpsc::Receiver<(LineEvent, u64)>) -> (String, Delivery) {
         let mut net_rx = self.net_rx.take().expect("run once");
         let mut ticker = tokio::time::interval(self.s.state_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -699,8 +701,9 @@ impl Session {
     }
 
     /// The feed is closed: send what is buffered and the last state, then the offline
-    /// status, then disconnect; all within `STOP_WITHIN`.
-    async fn stop(mut self, net_rx: &mut mpsc::Receiver<(u64, Net)>) -> String {
+    /// status, then disconnect; all within `STOP_WITHIN`. Returns the closing log line
+    /// and the results' figures.
+    async fn stop(mut self, net_rx: &mut mpsc::Receiver<(u64, Net)>) -> (String, Delivery) {
         self.stopping = true;
         self.retry_at = None;
         let end = Instant::now() + STOP_WITHIN;
@@ -739,17 +742,23 @@ impl Session {
             c.task.abort();
         }
         let c = self.counters();
-        let left = self.outbox.buffered();
-        format!(
-            "{} result(s) acknowledged by the broker, {} dropped (buffer full), {left} unsent at the stop; at most {} buffered, {} resent after a lost connection, {} feed event(s) lost; {} connection(s); offline status {}",
-            c.sent,
-            c.dropped,
+        let results = Delivery {
+            sent: c.sent,
+            dropped: c.dropped,
+            unsent: self.outbox.buffered() as u64,
+        };
+        let line = format!(
+            "{} result(s) acknowledged by the broker, {} dropped (buffer full), {} unsent at the stop; at most {} buffered, {} resent after a lost connection, {} feed event(s) lost; {} connection(s); offline status {}",
+            results.sent,
+            results.dropped,
+            results.unsent,
             self.outbox.counts.most_buffered,
             c.resent,
             c.feed_dropped,
             c.connects,
             if self.offline_acked { "published" } else { "not published (the broker's last will says offline)" }
-        )
+        );
+        (line, results)
     }
 }
 
