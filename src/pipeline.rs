@@ -19,7 +19,7 @@ use crate::model::Detector;
 use crate::preprocess;
 use crate::record::{MetricsFile, PartRecord, ResultsLog, RunStats, Snapshot, StageLatency, Summary};
 use crate::runtime::Runtime;
-use crate::sinks::{Controls, LineEvent, LineState, RunState, SinkSummary, Sinks};
+use crate::sinks::{Cadence, Controls, Headline, LineEvent, LineState, RunState, SinkSummary, Sinks};
 use crate::source::{self, CameraCell, Source};
 use anyhow::Context;
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TrySendError};
@@ -416,6 +416,10 @@ fn recorded(d: Decision<Snapshot>) -> Recorded {
     }
 }
 
+/// How often the record thread hands the sinks a state and rewrites the metrics file,
+/// parts or not (MQTT publishes every `mqtt.state_interval_s` of them).
+const STATE_EVERY: Duration = Duration::from_secs(1);
+
 /// What the record thread owns.
 struct Recorder {
     results: ResultsLog,
@@ -445,7 +449,6 @@ fn record_loop(rec: Recorder, records: Receiver<Recorded>) -> (RunStats, u64, Ve
     let tty = std::io::stderr().is_terminal();
     let every_ns = (progress_s * 1e9) as u64;
     let (mut last_ns, mut last_parts) = (clock::now_ns(), 0u64);
-    let mut metrics_ns = 0u64;
     let write_metrics = |stats: &RunStats, threshold: Option<f32>| {
         if let Some(m) = &metrics {
             if let Err(e) = m.write(&stats.summary(), threshold) {
@@ -453,20 +456,39 @@ fn record_loop(rec: Recorder, records: Receiver<Recorded>) -> (RunStats, u64, Ve
             }
         }
     };
-    let state = |stats: &RunStats, run_state, last_part| {
+    let state = |stats: &RunStats, run_state, camera, last_part| {
         LineEvent::State(Arc::new(LineState {
             run_state,
             unix_ms: clock::unix_ms(),
             summary: stats.summary(),
-            camera: camera.get(),
+            camera,
             last_part,
         }))
     };
-    // Warm and armed: the first state, before any part.
-    sinks.send(state(&stats, RunState::Running, None));
+    // States for the sinks and the metrics file on a cadence, whether parts come or not;
+    // the first (warm and armed) before any part.
+    let mut cadence = Cadence::new(STATE_EVERY);
     // The threshold the last part was judged with (the plant side may change it).
     let mut threshold = None;
-    for Recorded { record, snapshot } in records {
+    let mut last_part = None;
+    loop {
+        let now = clock::now_ns();
+        let camera_now = camera.get();
+        let headline = Headline::new(RunState::Running, camera_now.as_ref());
+        if cadence.due(now, headline) {
+            write_metrics(&stats, threshold);
+            sinks.send(state(&stats, RunState::Running, camera_now, last_part));
+            cadence.told(now, headline);
+        }
+        // Woken by the next part, or when the next state is due on an idle line.
+        let wait = cadence.next_due_ns().map_or(STATE_EVERY, |due| {
+            Duration::from_nanos(due.saturating_sub(clock::now_ns()))
+        });
+        let Recorded { record, snapshot } = match records.recv_timeout(wait) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         threshold = Some(record.threshold);
         // Images are a help, not the record: a failure is reported, the verdict stands.
         let image = snapshot.and_then(|snap| {
@@ -485,18 +507,13 @@ fn record_loop(rec: Recorder, records: Receiver<Recorded>) -> (RunStats, u64, Ve
             }
         }
         stats.add(&record);
-        let id = record.id;
+        last_part = Some(record.id);
         sinks.send(LineEvent::Part {
             seq: stats.parts,
             record: Arc::new(record),
             image,
         });
         let now = clock::now_ns();
-        if now - metrics_ns >= 1_000_000_000 {
-            write_metrics(&stats, threshold);
-            sinks.send(state(&stats, RunState::Running, Some(id)));
-            metrics_ns = now;
-        }
         if every_ns > 0 && now - last_ns >= every_ns {
             let rate = (stats.parts - last_parts) as f64 / ((now - last_ns) as f64 / 1e9);
             let line = stats.progress_line(rate);
@@ -512,7 +529,7 @@ fn record_loop(rec: Recorder, records: Receiver<Recorded>) -> (RunStats, u64, Ve
         eprintln!();
     }
     write_metrics(&stats, threshold);
-    sinks.send(state(&stats, RunState::Stopping, None));
+    sinks.send(state(&stats, RunState::Stopping, camera.get(), last_part));
     // Bounded: a hung broker or browser must not hold up the end of the run.
     let sinks = sinks.stop(Duration::from_secs(2));
     if let Err(e) = results.sync() {

@@ -534,6 +534,50 @@ fn the_state_says_the_camera_is_down_since_when_and_why() {
     assert!(stdout.contains("(down at the end)"), "{stdout}");
 }
 
+/// An idle line (a part at the start, the next 100 s later) still publishes its state
+/// every `state_interval_s`: each made when it was sent, not the last one again.
+#[test]
+fn an_idle_line_still_publishes_fresh_states() {
+    if !have(&["mosquitto"]) {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), 1, |p, _| {
+        format!("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n", p[0])
+    });
+    let sub = Subscriber::new(broker.port(), "historian", &[topic("state")], false);
+    let sim = sim_with_mqtt(broker.port(), &[]);
+    sim.edit(|t| set(t, "camera.parts_per_second", 0.01.into()));
+    let mut line = Line::spawn(&sim, &[]);
+    let idle = || -> Vec<Value> {
+        sub.on(&topic("state"))
+            .into_iter()
+            .map(|m| m.json)
+            .filter(|s| s["parts"] == 1)
+            .collect()
+    };
+    // Three states after the one part: no part came between them (the next is 100 s
+    // away), so only their own time tells them apart.
+    let seen = wait_for(Duration::from_secs(60), || idle().len() >= 3);
+    // Killed: a clean stop would wait for the sim's pacing, up to a minute at this rate.
+    line.child.kill().unwrap();
+    line.child.wait().unwrap();
+    let stderr = std::fs::read_to_string(&line.stderr).unwrap();
+    let states = idle();
+    assert!(
+        seen,
+        "fewer than 3 states while the line was idle: {states:?}\n{stderr}"
+    );
+    let times: Vec<u64> = states.iter().map(|s| s["unix_ms"].as_u64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "each state is new: {times:?}");
+    for s in &states[1..3] {
+        assert_eq!(s["run_state"], "running", "{s}");
+        assert_eq!(s["parts_per_second_now"], 0.0, "no part since the state before: {s}");
+        assert_eq!(s["camera"]["up"], true, "{s}");
+    }
+}
+
 /// A broker that keeps sessions across a kill (persistence saved at every change), and a
 /// historian subscribed to the results and the status with a persistent session, so that
 /// what linesight resends before the historian is back waits for it.

@@ -9,11 +9,13 @@
 //! behind (slow, hung or absent peer) loses its oldest events, counted in its feed, and
 //! never delays a verdict or a pulse. Each sink may run an async runtime of its own.
 
+mod cadence;
 mod controls;
 pub mod feed;
 pub mod http;
 pub mod mqtt;
 
+pub use cadence::{Cadence, Headline};
 pub use controls::Controls;
 
 use crate::config::Config;
@@ -37,7 +39,8 @@ pub enum LineEvent {
         record: Arc<PartRecord>,
         image: Option<PathBuf>,
     },
-    /// The line's state: every second, and at once when the run state changes.
+    /// The line's state: every second, parts or not, and at once when its headline
+    /// changes (the run state, the camera up or down): see [`Cadence`].
     State(Arc<LineState>),
 }
 
