@@ -13,6 +13,14 @@ pub fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Wall-clock now, Unix ms: for what people and other machines read (results, the
+/// plant's side), never for timing the line (that is `now_ns`).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 pub const fn ms_to_ns(ms: u64) -> u64 {
     ms * 1_000_000
 }

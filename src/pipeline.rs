@@ -19,14 +19,14 @@ use crate::model::Detector;
 use crate::preprocess;
 use crate::record::{MetricsFile, PartRecord, ResultsLog, RunStats, Snapshot, StageLatency, Summary};
 use crate::runtime::Runtime;
-use crate::sinks::{Controls, LineEvent, LineState, RunState, Sinks};
-use crate::source::{self, Source};
+use crate::sinks::{Cadence, Controls, Headline, LineEvent, LineState, RunState, SinkSummary, Sinks};
+use crate::source::{self, CameraCell, Source};
 use anyhow::Context;
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How a run ends.
 pub struct Report {
@@ -41,6 +41,9 @@ pub struct Report {
     pub record_errors: u64,
     /// Camera losses, recoveries and trigger counts (sources that watch a camera).
     pub camera: Option<source::CameraHealth>,
+    /// The plant's side: each sink's figures (MQTT: results sent, dropped, unsent) and
+    /// the events its feed dropped.
+    pub sinks: Vec<SinkSummary>,
 }
 
 impl Report {
@@ -54,6 +57,9 @@ impl Report {
         );
         if let Some(camera) = &self.camera {
             s += &camera.render();
+        }
+        for sink in &self.sinks {
+            s += &sink.render();
         }
         if self.late_outcomes > 0 {
             s += &format!(
@@ -114,11 +120,16 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
 
     // Each stage's thread takes its part of the runtime.
     let actuator = spawn("actuate", move || actuate::run_scheduler(rt.reject, window_rx))?;
-    let recorder = spawn("record", move || {
-        record_loop(
-            rt.results, record_rx, started_ns, progress_s, save_dir, metrics, rt.sinks,
-        )
-    })?;
+    let recorder = Recorder {
+        results: rt.results,
+        started_ns,
+        progress_s,
+        save_dir,
+        metrics,
+        sinks: rt.sinks,
+        camera: rt.camera,
+    };
+    let recorder = spawn("record", move || record_loop(recorder, record_rx))?;
     let judge = {
         let judge_rx = judge_rx.clone();
         let controls = Arc::clone(&controls);
@@ -149,7 +160,7 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
     let skipped_late = inspect.join().expect("inspect thread panicked");
     let late_outcomes = judge.join().expect("judge thread panicked");
     let pulses = actuator.join().expect("actuate thread panicked");
-    let (stats, record_errors) = recorder.join().expect("record thread panicked");
+    let (stats, record_errors, sinks) = recorder.join().expect("record thread panicked");
     let camera = source_result?;
     let mut summary = stats.summary();
     summary.provider = provider;
@@ -160,6 +171,7 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
         skipped_late,
         record_errors,
         camera,
+        sinks,
     })
 }
 
@@ -342,7 +354,7 @@ fn judge_loop(
         if let Some(t) = controls.threshold() {
             judge.set_threshold(Threshold(t));
         }
-        for decision in judge.decide(clock::now_ns(), unix_ms()) {
+        for decision in judge.decide(clock::now_ns(), clock::unix_ms()) {
             if let Some([start_ns, end_ns]) = decision.eject_ns {
                 let _ = windows.send(Window { start_ns, end_ns });
             }
@@ -368,14 +380,6 @@ fn judge_loop(
             Err(RecvTimeoutError::Disconnected) => open = false,
         }
     }
-}
-
-/// Wall-clock now, Unix ms, for the results log.
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// A decision as the results log writes it, with the image to save, if any.
@@ -412,21 +416,39 @@ fn recorded(d: Decision<Snapshot>) -> Recorded {
     }
 }
 
-fn record_loop(
-    mut results: ResultsLog,
-    records: Receiver<Recorded>,
+/// How often the record thread hands the sinks a state and rewrites the metrics file,
+/// parts or not (MQTT publishes every `mqtt.state_interval_s` of them).
+const STATE_EVERY: Duration = Duration::from_secs(1);
+
+/// What the record thread owns.
+struct Recorder {
+    results: ResultsLog,
     started_ns: u64,
     progress_s: f64,
     save_dir: std::path::PathBuf,
     metrics: Option<MetricsFile>,
     sinks: Sinks,
-) -> (RunStats, u64) {
+    /// The camera's state, written by its listener on the source's thread.
+    camera: Arc<CameraCell>,
+}
+
+/// Records every part until the judge is done; returns the run's statistics, the results
+/// lines that could not be written, and the sinks' figures.
+fn record_loop(rec: Recorder, records: Receiver<Recorded>) -> (RunStats, u64, Vec<SinkSummary>) {
+    let Recorder {
+        mut results,
+        started_ns,
+        progress_s,
+        save_dir,
+        metrics,
+        sinks,
+        camera,
+    } = rec;
     let mut stats = RunStats::new(started_ns);
     let mut errors = 0u64;
     let tty = std::io::stderr().is_terminal();
     let every_ns = (progress_s * 1e9) as u64;
     let (mut last_ns, mut last_parts) = (clock::now_ns(), 0u64);
-    let mut metrics_ns = 0u64;
     let write_metrics = |stats: &RunStats, threshold: Option<f32>| {
         if let Some(m) = &metrics {
             if let Err(e) = m.write(&stats.summary(), threshold) {
@@ -434,20 +456,39 @@ fn record_loop(
             }
         }
     };
-    let state = |stats: &RunStats, run_state, last_part| {
+    let state = |stats: &RunStats, run_state, camera, last_part| {
         LineEvent::State(Arc::new(LineState {
             run_state,
-            unix_ms: unix_ms(),
+            unix_ms: clock::unix_ms(),
             summary: stats.summary(),
-            camera: None,
+            camera,
             last_part,
         }))
     };
-    // Warm and armed: the first state, before any part.
-    sinks.send(state(&stats, RunState::Running, None));
+    // States for the sinks and the metrics file on a cadence, whether parts come or not;
+    // the first (warm and armed) before any part.
+    let mut cadence = Cadence::new(STATE_EVERY);
     // The threshold the last part was judged with (the plant side may change it).
     let mut threshold = None;
-    for Recorded { record, snapshot } in records {
+    let mut last_part = None;
+    loop {
+        let now = clock::now_ns();
+        let camera_now = camera.get();
+        let headline = Headline::new(RunState::Running, camera_now.as_ref());
+        if cadence.due(now, headline) {
+            write_metrics(&stats, threshold);
+            sinks.send(state(&stats, RunState::Running, camera_now, last_part));
+            cadence.told(now, headline);
+        }
+        // Woken by the next part, or when the next state is due on an idle line.
+        let wait = cadence.next_due_ns().map_or(STATE_EVERY, |due| {
+            Duration::from_nanos(due.saturating_sub(clock::now_ns()))
+        });
+        let Recorded { record, snapshot } = match records.recv_timeout(wait) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         threshold = Some(record.threshold);
         // Images are a help, not the record: a failure is reported, the verdict stands.
         let image = snapshot.and_then(|snap| {
@@ -466,18 +507,13 @@ fn record_loop(
             }
         }
         stats.add(&record);
-        let id = record.id;
+        last_part = Some(record.id);
         sinks.send(LineEvent::Part {
             seq: stats.parts,
             record: Arc::new(record),
             image,
         });
         let now = clock::now_ns();
-        if now - metrics_ns >= 1_000_000_000 {
-            write_metrics(&stats, threshold);
-            sinks.send(state(&stats, RunState::Running, Some(id)));
-            metrics_ns = now;
-        }
         if every_ns > 0 && now - last_ns >= every_ns {
             let rate = (stats.parts - last_parts) as f64 / ((now - last_ns) as f64 / 1e9);
             let line = stats.progress_line(rate);
@@ -493,12 +529,12 @@ fn record_loop(
         eprintln!();
     }
     write_metrics(&stats, threshold);
-    sinks.send(state(&stats, RunState::Stopping, None));
+    sinks.send(state(&stats, RunState::Stopping, camera.get(), last_part));
     // Bounded: a hung broker or browser must not hold up the end of the run.
-    sinks.stop(Duration::from_secs(2));
+    let sinks = sinks.stop(Duration::from_secs(2));
     if let Err(e) = results.sync() {
         errors += 1;
         log::error!("{e:#}");
     }
-    (stats, errors)
+    (stats, errors, sinks)
 }

@@ -10,9 +10,10 @@ use crate::judge::Threshold;
 use crate::model::{Detector, Manifest};
 use crate::record::ResultsLog;
 use crate::sinks::{self, LineInfo, Sinks};
-use crate::source::{self, CameraListener, Source};
+use crate::source::{self, CameraCell, CameraListener, Source};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The live objects built from a validated config (phase two of two).
 pub struct Runtime {
@@ -25,6 +26,8 @@ pub struct Runtime {
     /// The plant's side (MQTT, web page), off the frame path.
     pub sinks: Sinks,
     pub info: LineInfo,
+    /// The camera up or down, written by its listener, read into every line state.
+    pub camera: Arc<CameraCell>,
 }
 
 impl Runtime {
@@ -39,7 +42,8 @@ impl Runtime {
                 .threshold
                 .unwrap_or(detector.manifest.calibration.threshold),
         );
-        let source = open_source(&config, detector.manifest.input.channels)?;
+        let camera = Arc::new(CameraCell::default());
+        let source = open_source(&config, detector.manifest.input.channels, &camera)?;
         let results_path = match results_override {
             Some(p) => p.to_path_buf(),
             None => config.resolve(&config.record.results),
@@ -64,31 +68,41 @@ impl Runtime {
             threshold,
             sinks,
             info,
+            camera,
         })
     }
 }
 
 /// Opens the configured camera and trigger with the fault output following the camera:
 /// the one wiring for `run` and `collect`. The fault output is requested once the camera
-/// has opened, and left de-energised when the source is dropped.
-pub fn open_source(config: &Config, channels: PixelFormat) -> anyhow::Result<Box<dyn Source>> {
-    source::open(config, channels, || Ok(Box::new(FaultOutput::open(config)?)))
+/// has opened, and left de-energised when the source is dropped. `camera` hears every
+/// loss and recovery too, for the plant's side.
+pub fn open_source(
+    config: &Config,
+    channels: PixelFormat,
+    camera: &Arc<CameraCell>,
+) -> anyhow::Result<Box<dyn Source>> {
+    let camera = Arc::clone(camera);
+    source::open(config, channels, || Ok(Box::new(FaultOutput::open(config, camera)?)))
 }
 
 /// The `[status] fault_line`, driven from the camera supervisor's reports: asserted while
 /// the camera is down. Without a configured line, losses are only logged and counted.
+/// The same reports go to the camera cell that the plant's side reads.
 struct FaultOutput {
     line: Option<Box<dyn OutputLine>>,
+    camera: Arc<CameraCell>,
 }
 
 impl FaultOutput {
-    /// Opens the configured fault line, deasserted.
-    fn open(config: &Config) -> anyhow::Result<FaultOutput> {
+    /// Opens the configured fault line, deasserted; the camera has just opened.
+    fn open(config: &Config, camera: Arc<CameraCell>) -> anyhow::Result<FaultOutput> {
         let line = match &config.status.fault_line {
             Some(o) => Some(actuate::open_output(config, o, "linesight-fault", "status.fault_line")?),
             None => None,
         };
-        Ok(FaultOutput { line })
+        camera.opened(clock::unix_ms());
+        Ok(FaultOutput { line, camera })
     }
 
     /// Sets the line; a failed write is logged, never fatal (the parts are rejected anyway).
@@ -102,12 +116,14 @@ impl FaultOutput {
 }
 
 impl CameraListener for FaultOutput {
-    fn camera_down(&mut self, _cause: &str) {
+    fn camera_down(&mut self, cause: &str) {
         self.set(true);
+        self.camera.down(cause, clock::unix_ms());
     }
 
     fn camera_up(&mut self) {
         self.set(false);
+        self.camera.up(clock::unix_ms());
     }
 
     fn down_action(&self) -> Option<&str> {

@@ -83,6 +83,18 @@ pub struct Histogram {
     buckets: hdrhistogram::Histogram<u64>,
     min_us: u64,
     max_us: u64,
+    /// Of the recorded (clamped, whole-µs) values: exact, for a Prometheus `_sum`.
+    sum_us: u64,
+}
+
+/// Durations as a Prometheus histogram reports them: how many, their sum, and how many
+/// fell in each bucket (not cumulative), the last bucket's bound being +Inf.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Buckets {
+    pub count: u64,
+    pub sum_s: f64,
+    /// (upper bound in seconds, values above the previous bound and at most this one).
+    pub per_bucket: Vec<(f64, u64)>,
 }
 
 const HISTOGRAM_MAX_US: u64 = 60_000_000;
@@ -99,6 +111,7 @@ impl Histogram {
             buckets: hdrhistogram::Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 3).expect("static bounds are valid"),
             min_us: u64::MAX,
             max_us: 0,
+            sum_us: 0,
         }
     }
 
@@ -107,6 +120,7 @@ impl Histogram {
         self.buckets.record(us).expect("clamped into the bounds");
         self.min_us = self.min_us.min(us);
         self.max_us = self.max_us.max(us);
+        self.sum_us += us;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -136,15 +150,42 @@ impl Histogram {
         })
     }
 
-    /// The k-th smallest recorded value (from 0), µs: the middle of its bucket, kept
-    /// within the exact smallest and largest values.
+    /// The values in bucket form at `bounds_s` (ascending, in seconds; +Inf is added),
+    /// each value taken as `order_statistic_us` takes it: exact below 2.048 ms, within the
+    /// histogram's resolution (1/2048) above.
+    pub fn buckets_s(&self, bounds_s: &[f64]) -> Buckets {
+        let mut per_bucket: Vec<(f64, u64)> = bounds_s.iter().chain([&f64::INFINITY]).map(|&b| (b, 0)).collect();
+        for (us, n) in self.recorded_us() {
+            let s = us as f64 / 1e6;
+            let i = per_bucket
+                .iter()
+                .position(|(bound, _)| s <= *bound)
+                .expect("+Inf holds every value");
+            per_bucket[i].1 += n;
+        }
+        Buckets {
+            count: self.len(),
+            sum_s: self.sum_us as f64 / 1e6,
+            per_bucket,
+        }
+    }
+
+    /// The recorded values, ascending, with their counts, µs: each the middle of its
+    /// bucket, kept within the exact smallest and largest values.
+    fn recorded_us(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.buckets.iter_recorded().map(|v| {
+            let middle = self.buckets.median_equivalent(v.value_iterated_to());
+            (middle.clamp(self.min_us, self.max_us), v.count_at_value())
+        })
+    }
+
+    /// The k-th smallest recorded value (from 0), µs.
     fn order_statistic_us(&self, k: u64) -> f64 {
         let mut seen = 0;
-        for v in self.buckets.iter_recorded() {
-            seen += v.count_at_value();
+        for (us, n) in self.recorded_us() {
+            seen += n;
             if seen > k {
-                let middle = self.buckets.median_equivalent(v.value_iterated_to());
-                return middle.clamp(self.min_us, self.max_us) as f64;
+                return us as f64;
             }
         }
         self.max_us as f64
@@ -376,6 +417,28 @@ mod tests {
         h.record_ms(1e9);
         assert_eq!(h.quantile_ms(0.0), Some(0.001));
         assert_eq!(h.quantile_ms(1.0), Some(60_000.0));
+    }
+
+    #[test]
+    fn buckets_count_each_value_once_at_its_bound_or_the_next_above() {
+        let mut h = Histogram::new();
+        for ms in [0.2, 0.5, 0.5001, 1.0, 30.0, 1e9] {
+            h.record_ms(ms);
+        }
+        let b = h.buckets_s(&[0.0005, 0.001, 0.01]);
+        assert_eq!(
+            b.per_bucket,
+            [(0.0005, 3), (0.001, 1), (0.01, 0), (f64::INFINITY, 2)],
+            "0.5001 ms is 500 µs (whole µs), at the bound; 30 ms and 1e9 ms (counted as 60 s) above the last"
+        );
+        assert_eq!(b.count, 6);
+        // 200 + 500 + 500 + 1000 + 30000 + 60000000 µs
+        assert!((b.sum_s - 60.032200).abs() < 1e-9, "{b:?}");
+        let empty = Histogram::new().buckets_s(&[0.001]);
+        assert_eq!(
+            (empty.count, empty.sum_s, empty.per_bucket),
+            (0, 0.0, vec![(0.001, 0), (f64::INFINITY, 0)])
+        );
     }
 
     #[test]

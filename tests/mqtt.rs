@@ -358,6 +358,25 @@ fn sink_report(stderr: &str) -> (u64, u64, u64, u64, u64) {
     )
 }
 
+/// The run summary's MQTT line (stdout), "mqtt       N result(s) acknowledged, D dropped
+/// (buffer full), U unsent at the stop; F feed event(s) dropped": (N, D, U, F).
+fn summary_figures(stdout: &str) -> (u64, u64, u64, u64) {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("mqtt "))
+        .unwrap_or_else(|| panic!("no mqtt line in the run's summary:\n{stdout}"));
+    let n: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse().unwrap())
+        .collect();
+    assert!(
+        n.len() == 4 && line.contains("result(s) acknowledged") && line.ends_with("feed event(s) dropped"),
+        "{line}"
+    );
+    (n[0], n[1], n[2], n[3])
+}
+
 /// A generous deadline and queue: the tests that assert "no fail-safe reject" are about
 /// the broker, not about the CPU time that other work on a loaded test machine takes.
 fn lenient_timing(sim: &SimRun) {
@@ -393,7 +412,7 @@ fn every_part_arrives_in_order_with_its_sequence() {
         false,
     );
     let sim = sim_with_mqtt(broker.port(), &[]);
-    let (_, stderr) = Line::spawn(&sim, &["--max-parts", "40"]).finish(Duration::from_secs(120));
+    let (stdout, stderr) = Line::spawn(&sim, &["--max-parts", "40"]).finish(Duration::from_secs(120));
     let results = sim.results();
     assert_eq!(results.len(), 40);
     // The closing offline status is the last message; everything before it has arrived.
@@ -436,6 +455,16 @@ fn every_part_arrives_in_order_with_its_sequence() {
     assert_eq!(last["last_part"]["seq"], 40);
     assert!(last["latency_ms"]["total"]["p99"].is_number(), "{last}");
     assert_eq!(last["model"]["sha256"].as_str().unwrap().len(), 64);
+    let camera = &last["camera"];
+    assert_eq!(
+        (camera["up"].as_bool(), camera["losses"].as_u64()),
+        (Some(true), Some(0)),
+        "{last}"
+    );
+    assert!(
+        camera["since_unix_ms"].as_u64().unwrap() <= last["unix_ms"].as_u64().unwrap(),
+        "up since the camera opened: {last}"
+    );
     // Status and state are retained (a live subscription gets them without the flag): a
     // newcomer reads the last of each at once.
     let late = Subscriber::new(broker.port(), "newcomer", &[topic("status"), topic("state")], false);
@@ -446,7 +475,107 @@ fn every_part_arrives_in_order_with_its_sequence() {
     assert_eq!(&state.json, last);
     let (sent, dropped, unsent, most, resent) = sink_report(&stderr);
     assert_eq!((sent, dropped, unsent, resent), (40, 0, 0, 0), "{stderr}");
+    assert_eq!(summary_figures(&stdout), (40, 0, 0, 0), "{stdout}");
     eprintln!("40 parts: sent {sent}, dropped {dropped}, unsent {unsent}, at most {most} buffered");
+}
+
+#[test]
+fn the_state_says_the_camera_is_down_since_when_and_why() {
+    if !have(&["mosquitto"]) {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), 1, |p, _| {
+        format!("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n", p[0])
+    });
+    let sub = Subscriber::new(broker.port(), "historian", &[topic("state")], false);
+    // The camera is unplugged after 10 frames and not back before the run ends (its parts
+    // count towards --max-parts as camera_lost rejects): the last state must say it is
+    // down, whatever the timing of the states before it.
+    let sim = sim_with_mqtt(broker.port(), &[]);
+    sim.edit(|t| {
+        set(t, "faults.camera_loss_at_part", 10.into());
+        set(t, "faults.camera_loss_ms", 600_000.into());
+        set(t, "status.camera_retry_max_ms", 200.into());
+    });
+    let (stdout, stderr) = Line::spawn(&sim, &["--max-parts", "30"]).finish(Duration::from_secs(120));
+    let last = sub
+        .wait(Duration::from_secs(10), &topic("state"), |v| {
+            v["run_state"] == "stopping"
+        })
+        .unwrap_or_else(|| panic!("no stopping state:\n{stderr}"))
+        .json;
+    let states = sub.on(&topic("state"));
+    let first = &states[0].json;
+    assert_eq!(
+        (first["camera"]["up"].as_bool(), first["camera"]["losses"].as_u64()),
+        (Some(true), Some(0)),
+        "the first state, before any part: {first}"
+    );
+    let camera = &last["camera"];
+    assert_eq!(
+        (camera["up"].as_bool(), camera["losses"].as_u64()),
+        (Some(false), Some(1)),
+        "{last}"
+    );
+    let cause = camera["last_error"].as_str().unwrap();
+    assert!(cause.contains("injected fault (faults.camera_loss_at_part)"), "{last}");
+    let since = camera["since_unix_ms"].as_u64().unwrap();
+    assert!(
+        first["camera"]["since_unix_ms"].as_u64().unwrap() < since && since <= last["unix_ms"].as_u64().unwrap(),
+        "down after it opened, before the last state: {first} then {last}"
+    );
+    // Every state that saw the camera down says the same: one loss, its first cause and time.
+    for s in states.iter().map(|m| &m.json).filter(|s| s["camera"]["up"] == false) {
+        assert_eq!(&s["camera"], camera, "{s}");
+    }
+    assert!(last["rejects_by_reason"]["camera_lost"].as_u64().unwrap() > 0, "{last}");
+    assert!(stdout.contains("(down at the end)"), "{stdout}");
+}
+
+/// An idle line (a part at the start, the next 100 s later) still publishes its state
+/// every `state_interval_s`: each made when it was sent, not the last one again.
+#[test]
+fn an_idle_line_still_publishes_fresh_states() {
+    if !have(&["mosquitto"]) {
+        return;
+    }
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path(), 1, |p, _| {
+        format!("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n", p[0])
+    });
+    let sub = Subscriber::new(broker.port(), "historian", &[topic("state")], false);
+    let sim = sim_with_mqtt(broker.port(), &[]);
+    sim.edit(|t| set(t, "camera.parts_per_second", 0.01.into()));
+    let mut line = Line::spawn(&sim, &[]);
+    let idle = || -> Vec<Value> {
+        sub.on(&topic("state"))
+            .into_iter()
+            .map(|m| m.json)
+            .filter(|s| s["parts"] == 1)
+            .collect()
+    };
+    // Three states after the one part: no part came between them (the next is 100 s
+    // away), so only their own time tells them apart.
+    let seen = wait_for(Duration::from_secs(60), || idle().len() >= 3);
+    // Killed: a clean stop would wait for the sim's pacing, up to a minute at this rate.
+    line.child.kill().unwrap();
+    line.child.wait().unwrap();
+    let stderr = std::fs::read_to_string(&line.stderr).unwrap();
+    let states = idle();
+    assert!(
+        seen,
+        "fewer than 3 states while the line was idle: {states:?}\n{stderr}"
+    );
+    let times: Vec<u64> = states.iter().map(|s| s["unix_ms"].as_u64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "each state is new: {times:?}");
+    for s in &states[1..3] {
+        assert_eq!(s["run_state"], "running", "{s}");
+        assert_eq!(s["parts_per_second_now"], 0.0, "no part since the state before: {s}");
+        assert_eq!(s["camera"]["up"], true, "{s}");
+    }
 }
 
 /// A broker that keeps sessions across a kill (persistence saved at every change), and a
@@ -531,12 +660,18 @@ fn beyond_the_buffer_the_oldest_are_dropped_and_counted() {
     let at_kill = parts_decided(&sim);
     assert!(wait_for(Duration::from_secs(60), || parts_decided(&sim) >= at_kill + 30));
     broker.restart();
-    let (_, stderr) = line.finish(Duration::from_secs(120));
+    let (stdout, stderr) = line.finish(Duration::from_secs(120));
     assert!(sub
         .wait(Duration::from_secs(20), &topic("status"), |v| v["reason"] == "stopped")
         .is_some());
     let got: Vec<u64> = results_by_seq(&sub).keys().copied().collect();
     let (sent, dropped, unsent, most, _) = sink_report(&stderr);
+    let (s_sent, s_dropped, s_unsent, _) = summary_figures(&stdout);
+    assert_eq!(
+        (s_sent, s_dropped, s_unsent),
+        (sent, dropped, unsent),
+        "the run's summary says what the sink logged:\n{stdout}"
+    );
     assert!(dropped >= 10, "an outage of 30 parts with a buffer of 10: {stderr}");
     assert_eq!(sent + dropped + unsent, 70, "{stderr}");
     assert_eq!(got.len() as u64, 70 - dropped, "{got:?}");

@@ -105,7 +105,7 @@ fn the_serving_provider_is_a_metric_label() {
         .sum();
     assert_eq!(counted, rejects, "{prom}");
     assert!(
-        prom.contains("linesight_stage_latency_ms{stage=\"inference\",quantile=\"0.5\"}"),
+        prom.contains("linesight_stage_latency_seconds_count{stage=\"total\"} 5\n"),
         "{prom}"
     );
 }

@@ -49,8 +49,8 @@ pub struct MqttConfig {
     /// MQTT keep-alive in seconds (default 30, 5 to 3600): a broker that hears nothing for
     /// 1.5 times this long counts linesight as gone and publishes its last will.
     pub keep_alive_s: u64,
-    /// Seconds between `state` messages (default 5, 1 to 3600); a change of the run state
-    /// is published at once.
+    /// Seconds between `state` messages (default 5, 1 to 3600), whether parts come or not;
+    /// a change of the run state or of the camera (lost, back) is published at once.
     pub state_interval_s: u64,
     /// Seconds to wait for the broker to accept a connection (default 5, 1 to 60).
     pub connect_timeout_s: u64,

@@ -4,24 +4,25 @@
 //! without a server in the daemon) and the web sink's `/metrics`.
 //!
 //! The registry encodes OpenMetrics text, which Prometheus scrapes as it is
-//! ([`Metrics::render_openmetrics`]). node_exporter's textfile collector and
-//! `promtool check metrics` read the classic text format (0.0.4), where a counter's
-//! `# HELP` and `# TYPE` name the sample with its `_total` and there is no `# EOF`:
-//! [`Metrics::render`] gives that, from the same encoding.
+//! ([`Metrics::render_openmetrics`]), and the classic text format (0.0.4) that
+//! node_exporter's textfile collector and `promtool check metrics` read
+//! ([`Metrics::render`]). Names follow Prometheus's naming rules, which `promtool check
+//! metrics` checks: base units (seconds), `_total` on counters.
 
 use super::Summary;
+use crate::stats::Buckets;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// The content type of [`Metrics::render`].
-pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const TEXT_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 /// The content type of [`Metrics::render_openmetrics`].
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -43,7 +44,7 @@ struct LineFigures {
 struct Figures {
     parts: u64,
     rejects_by_reason: BTreeMap<String, u64>,
-    latency_ms: BTreeMap<String, crate::stats::Percentiles>,
+    latency: BTreeMap<String, Buckets>,
     threshold: f64,
 }
 
@@ -85,16 +86,18 @@ impl Collector for LineFigures {
         for (reason, n) in &f.rejects_by_reason {
             ConstCounter::new(*n).encode(rejects.encode_family(&[("reason", reason.as_str())])?)?;
         }
+        // A histogram rather than quantiles: buckets add up across lines and over time
+        // windows in PromQL (histogram_quantile), quantiles do not.
         let mut latency = encoder.encode_descriptor(
-            "linesight_stage_latency_ms",
-            "Latency per stage since the start, ms.",
-            None,
-            MetricType::Gauge,
+            "linesight_stage_latency",
+            "Latency per stage since the start (total: capture to verdict).",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
         )?;
-        for (stage, p) in &f.latency_ms {
-            for (q, v) in [("0.5", p.p50), ("0.99", p.p99), ("1", p.max)] {
-                ConstGauge::new(v).encode(latency.encode_family(&[("stage", stage.as_str()), ("quantile", q)])?)?;
-            }
+        for (stage, b) in &f.latency {
+            latency
+                .encode_family(&[("stage", stage.as_str())])?
+                .encode_histogram::<NoLabelSet>(b.sum_s, b.count, &b.per_bucket, None)?;
         }
         ConstGauge::new(f.threshold).encode(encoder.encode_descriptor(
             "linesight_threshold",
@@ -129,7 +132,7 @@ impl Metrics {
         let mut f = self.figures.latest.lock().unwrap_or_else(|e| e.into_inner());
         f.parts = s.parts;
         f.rejects_by_reason.clone_from(&s.rejects_by_reason);
-        f.latency_ms.clone_from(&s.latency_ms);
+        f.latency.clone_from(&s.latency_buckets);
         if let Some(t) = threshold {
             f.threshold = as_printed(t);
         }
@@ -142,34 +145,14 @@ impl Metrics {
         out
     }
 
-    /// The classic Prometheus text format (0.0.4) of the same encoding.
+    /// The classic Prometheus text format (0.0.4): a counter's `# HELP` and `# TYPE` name
+    /// its `_total` sample, no `# UNIT`, no `# EOF`.
     pub fn render(&self) -> String {
-        classic_text(&self.render_openmetrics())
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
     }
-}
-
-/// OpenMetrics text → the classic text format, for the metric types used here (counters
-/// and gauges, no units, no exemplars, no `_created`): a counter family's `# HELP` and
-/// `# TYPE` lines take the `_total` name of its samples, and `# EOF` goes.
-fn classic_text(openmetrics: &str) -> String {
-    let counters: std::collections::HashSet<&str> = openmetrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(openmetrics.len() + 64);
-    for line in openmetrics.lines() {
-        if line == "# EOF" {
-            continue;
-        }
-        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|tag| {
-            let rest = line.strip_prefix(tag)?;
-            let (name, tail) = rest.split_once(' ')?;
-            counters.contains(name).then(|| format!("{tag}{name}_total {tail}"))
-        });
-        out += renamed.as_deref().unwrap_or(line);
-        out.push('\n');
-    }
-    out
 }
 
 /// `record.metrics_file`: rewritten about once a second, through a temporary file and a
@@ -203,28 +186,29 @@ impl MetricsFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::summary::LATENCY_BUCKETS_S;
     use std::collections::BTreeMap;
+
+    /// A stage's buckets with these latencies, ms.
+    fn latencies(ms: &[f64]) -> Buckets {
+        let mut h = crate::stats::Histogram::new();
+        ms.iter().for_each(|v| h.record_ms(*v));
+        h.buckets_s(&LATENCY_BUCKETS_S)
+    }
 
     fn summary() -> Summary {
         Summary {
             parts: 12,
             rejects: 3,
             rejects_by_reason: BTreeMap::from([("above_threshold".into(), 2), ("deadline_missed".into(), 1)]),
-            latency_ms: BTreeMap::from([(
-                "inference".into(),
-                crate::stats::Percentiles {
-                    p50: 36.0,
-                    p99: 42.78,
-                    max: 46.66,
-                },
-            )]),
+            latency_buckets: BTreeMap::from([("inference".into(), latencies(&[36.0, 42.78, 46.66]))]),
             parts_per_second: 10.0,
             ..Default::default()
         }
     }
 
     #[test]
-    fn the_names_and_labels_stay_as_they_were() {
+    fn the_names_labels_and_types() {
         let m = Metrics::new("sim-flange", "cuda (device 0)", 6.0);
         m.update(&summary(), Some(6.75));
         let text = m.render();
@@ -235,17 +219,23 @@ mod tests {
             "# TYPE linesight_rejects_total counter\n",
             "linesight_rejects_total{reason=\"above_threshold\"} 2\n",
             "linesight_rejects_total{reason=\"deadline_missed\"} 1\n",
-            "# TYPE linesight_stage_latency_ms gauge\n",
-            "linesight_stage_latency_ms{stage=\"inference\",quantile=\"0.5\"} 36.0\n",
-            "linesight_stage_latency_ms{stage=\"inference\",quantile=\"0.99\"} 42.78\n",
-            "linesight_stage_latency_ms{stage=\"inference\",quantile=\"1\"} 46.66\n",
+            "# TYPE linesight_stage_latency_seconds histogram\n",
+            "linesight_stage_latency_seconds_sum{stage=\"inference\"} 0.12544\n",
+            "linesight_stage_latency_seconds_count{stage=\"inference\"} 3\n",
+            // cumulative: nothing up to 25 ms, all three up to 50 ms and above
+            "linesight_stage_latency_seconds_bucket{stage=\"inference\",le=\"0.025\"} 0\n",
+            "linesight_stage_latency_seconds_bucket{stage=\"inference\",le=\"0.05\"} 3\n",
+            "linesight_stage_latency_seconds_bucket{stage=\"inference\",le=\"10\"} 3\n",
+            "linesight_stage_latency_seconds_bucket{stage=\"inference\",le=\"+Inf\"} 3\n",
             "# TYPE linesight_threshold gauge\nlinesight_threshold 6.75\n",
         ] {
             assert!(text.contains(want), "no {want:?} in\n{text}");
         }
-        assert!(!text.contains("# EOF"), "{text}");
+        assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
+        assert!(!text.contains("_ms"), "no unit but the base unit: {text}");
         let om = m.render_openmetrics();
         assert!(om.contains("# TYPE linesight_parts counter\nlinesight_parts_total 12\n") && om.ends_with("# EOF\n"));
+        assert!(om.contains("# UNIT linesight_stage_latency_seconds seconds\n"), "{om}");
     }
 
     #[test]
@@ -258,22 +248,8 @@ mod tests {
     fn families_and_their_samples_come_in_a_fixed_order() {
         let m = Metrics::new("m", "cpu", 1.0);
         let mut s = summary();
-        s.latency_ms.insert(
-            "total".into(),
-            crate::stats::Percentiles {
-                p50: 1.0,
-                p99: 2.0,
-                max: 3.0,
-            },
-        );
-        s.latency_ms.insert(
-            "queue".into(),
-            crate::stats::Percentiles {
-                p50: 0.1,
-                p99: 0.2,
-                max: 0.3,
-            },
-        );
+        s.latency_buckets.insert("total".into(), latencies(&[1.0, 2.0, 3.0]));
+        s.latency_buckets.insert("queue".into(), latencies(&[0.1, 0.2, 0.3]));
         m.update(&s, None);
         let text = m.render();
         let names: Vec<&str> = text
@@ -292,23 +268,10 @@ mod tests {
         );
         let stages: Vec<&str> = names
             .iter()
-            .filter_map(|n| n.strip_prefix("linesight_stage_latency_ms{stage=\""))
+            .filter_map(|n| n.strip_prefix("linesight_stage_latency_seconds_count{stage=\""))
             .map(|n| n.split('"').next().unwrap())
             .collect();
-        assert_eq!(
-            stages,
-            [
-                "inference",
-                "inference",
-                "inference",
-                "queue",
-                "queue",
-                "queue",
-                "total",
-                "total",
-                "total"
-            ]
-        );
+        assert_eq!(stages, ["inference", "queue", "total"]);
         assert_eq!(text, m.render(), "the same figures render the same text");
     }
 }

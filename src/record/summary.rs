@@ -2,9 +2,16 @@
 
 use super::PartRecord;
 use crate::frame::{Reason, Verdict};
-use crate::stats::{auroc, Histogram, Percentiles};
+use crate::stats::{auroc, Buckets, Histogram, Percentiles};
 use std::collections::BTreeMap;
 use std::fmt::Write;
+
+/// Bucket bounds of the stage latencies in Prometheus (`linesight_stage_latency_seconds`),
+/// in seconds: from sub-millisecond (the queue, preprocessing) to 10 s (a stalled
+/// inference); above that, +Inf.
+pub const LATENCY_BUCKETS_S: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 pub struct RunStats {
     pub parts: u64,
@@ -29,6 +36,9 @@ pub struct Summary {
     pub rejects_by_reason: BTreeMap<String, u64>,
     /// Stage → its latencies, ms.
     pub latency_ms: BTreeMap<String, Percentiles>,
+    /// Stage → its latencies in `LATENCY_BUCKETS_S`, for Prometheus (not in JSON).
+    #[serde(skip)]
+    pub latency_buckets: BTreeMap<String, Buckets>,
     pub parts_per_second: f64,
     /// Share of defective parts rejected (parts with known truth only).
     pub recall: Option<f64>,
@@ -106,6 +116,12 @@ impl RunStats {
                 .stages
                 .iter()
                 .filter_map(|(name, h)| Some((name.to_string(), h.percentiles_ms()?)))
+                .collect(),
+            latency_buckets: self
+                .stages
+                .iter()
+                .filter(|(_, h)| !h.is_empty())
+                .map(|(name, h)| (name.to_string(), h.buckets_s(&LATENCY_BUCKETS_S)))
                 .collect(),
             parts_per_second: if secs > 0.0 {
                 self.parts.saturating_sub(1) as f64 / secs
@@ -218,8 +234,17 @@ mod tests {
             "{total:?}"
         );
         assert!(
-            !s.latency_ms.contains_key("queue"),
+            !s.latency_ms.contains_key("queue") && !s.latency_buckets.contains_key("queue"),
             "a stage with no values is left out"
+        );
+        let b = &s.latency_buckets["total"];
+        assert_eq!((b.count, b.per_bucket.len()), (4, LATENCY_BUCKETS_S.len() + 1));
+        assert!((b.sum_s - 0.0056).abs() < 1e-12, "{b:?}");
+        let in_bucket = |le: f64| b.per_bucket.iter().find(|(bound, _)| *bound == le).unwrap().1;
+        assert_eq!(
+            (in_bucket(0.001), in_bucket(0.0025)),
+            (1, 3),
+            "0.8 ms; 1.2, 1.6 and 2.0 ms"
         );
         let line = stats.progress_line(1.0);
         assert!(

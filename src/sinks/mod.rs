@@ -9,17 +9,19 @@
 //! behind (slow, hung or absent peer) loses its oldest events, counted in its feed, and
 //! never delays a verdict or a pulse. Each sink may run an async runtime of its own.
 
+mod cadence;
 mod controls;
 pub mod feed;
 pub mod http;
 pub mod mqtt;
 
+pub use cadence::{Cadence, Headline};
 pub use controls::Controls;
 
 use crate::config::Config;
 use crate::model::Manifest;
 use crate::record::{PartRecord, Summary};
-use crate::source::CameraHealth;
+use crate::source::CameraState;
 use feed::{FeedReceiver, FeedSender};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -37,7 +39,8 @@ pub enum LineEvent {
         record: Arc<PartRecord>,
         image: Option<PathBuf>,
     },
-    /// The line's state: every second, and at once when the run state changes.
+    /// The line's state: every second, parts or not, and at once when its headline
+    /// changes (the run state, the camera up or down): see [`Cadence`].
     State(Arc<LineState>),
 }
 
@@ -77,7 +80,8 @@ pub struct LineState {
     /// Wall-clock time of this state (Unix ms).
     pub unix_ms: u64,
     pub summary: Summary,
-    pub camera: Option<CameraHealth>,
+    /// The camera up or down and since when; none before it opened.
+    pub camera: Option<CameraState>,
     /// The last part decided, if any.
     pub last_part: Option<u64>,
 }
@@ -86,9 +90,7 @@ impl LineInfo {
     /// The run's facts; `run_id` is new at every start (Unix ms and process id, in hex).
     pub fn new(config: &Config, model: &Manifest, provider: &str, threshold: f32, reject_output: String) -> LineInfo {
         use sha2::Digest;
-        let unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
+        let unix_ms = crate::clock::unix_ms();
         LineInfo {
             run_id: format!("{unix_ms:x}-{:x}", std::process::id()),
             model: model.name.clone(),
@@ -113,18 +115,68 @@ pub fn open(config: &Config, info: &LineInfo) -> anyhow::Result<Sinks> {
 /// The started sinks. Dropping it (or `stop`) closes their feeds; each sink then sends
 /// what it must (MQTT's offline status) and ends.
 pub struct Sinks {
-    feeds: Vec<FeedSender<LineEvent>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    running: Vec<Running>,
     /// What the sinks may change in the line (the threshold), read by the judge thread.
     controls: Arc<Controls>,
+}
+
+/// One started sink: the line's end of its feed and its thread.
+struct Running {
+    name: String,
+    feed: FeedSender<LineEvent>,
+    thread: std::thread::JoinHandle<SinkReport>,
+}
+
+/// What a sink's thread says as it ends, for the run's summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkReport {
+    /// For a sink that delivers every part's result (MQTT): what became of them.
+    pub results: Option<Delivery>,
+}
+
+/// What became of the results a sink was given, at the end of the run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Acknowledged by the peer (the broker).
+    pub sent: u64,
+    /// Given up, the oldest first, because the buffer was full.
+    pub dropped: u64,
+    /// Still buffered or unacknowledged at the stop: lost with the process.
+    pub unsent: u64,
+}
+
+/// One sink's figures in the run's summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkSummary {
+    pub name: String,
+    /// Events its feed dropped because the sink was behind.
+    pub feed_dropped: u64,
+    /// Its own report; none if it was still busy when the stop's wait ran out.
+    pub report: Option<SinkReport>,
+}
+
+impl SinkSummary {
+    /// Its line in the run's summary.
+    pub fn render(&self) -> String {
+        let own = match &self.report {
+            None => {
+                "still busy at the end of the stop's wait (a hung peer?): its own figures are unknown; ".to_string()
+            }
+            Some(SinkReport { results: Some(d) }) => format!(
+                "{} result(s) acknowledged, {} dropped (buffer full), {} unsent at the stop; ",
+                d.sent, d.dropped, d.unsent
+            ),
+            Some(SinkReport { results: None }) => String::new(),
+        };
+        format!("{:<10} {own}{} feed event(s) dropped\n", self.name, self.feed_dropped)
+    }
 }
 
 impl Sinks {
     /// No sink configured: `send` does nothing.
     pub fn none() -> Sinks {
         Sinks {
-            feeds: Vec::new(),
-            threads: Vec::new(),
+            running: Vec::new(),
             controls: Arc::default(),
         }
     }
@@ -135,46 +187,141 @@ impl Sinks {
     }
 
     /// Adds a sink: `run` gets the receiving end of a feed of `capacity` events and runs
-    /// on its own thread until the feed is closed.
+    /// on its own thread until the feed is closed; what it returns goes to the run's summary.
     pub fn add(
         &mut self,
         name: &str,
         capacity: usize,
-        run: impl FnOnce(FeedReceiver<LineEvent>) + Send + 'static,
+        run: impl FnOnce(FeedReceiver<LineEvent>) -> SinkReport + Send + 'static,
     ) -> anyhow::Result<()> {
         let (tx, rx) = feed::feed(capacity);
         let thread = std::thread::Builder::new()
             .name(format!("ls-sink-{name}"))
             .spawn(move || run(rx))?;
-        self.feeds.push(tx);
-        self.threads.push(thread);
+        self.running.push(Running {
+            name: name.to_string(),
+            feed: tx,
+            thread,
+        });
         Ok(())
     }
 
     /// Hands the event to every sink; never blocks.
     pub fn send(&self, event: LineEvent) {
-        for f in &self.feeds {
-            f.push(event.clone());
+        for r in &self.running {
+            r.feed.push(event.clone());
         }
-    }
-
-    /// Events dropped so far, summed over the sinks.
-    pub fn dropped(&self) -> u64 {
-        self.feeds.iter().map(FeedSender::dropped).sum()
     }
 
     /// Closes the feeds and waits up to `within` for the sinks to finish; a sink still
-    /// busy then (a hung peer) is left behind, so that shutdown stays bounded.
-    pub fn stop(mut self, within: Duration) {
-        self.feeds.clear();
+    /// busy then (a hung peer) is left behind, so that shutdown stays bounded. Returns
+    /// each sink's figures, in the order they were added.
+    pub fn stop(self, within: Duration) -> Vec<SinkSummary> {
+        let (feeds, threads): (Vec<_>, Vec<_>) = self.running.into_iter().map(|r| (r.feed, (r.name, r.thread))).unzip();
+        // Final: nothing is pushed after this.
+        let dropped: Vec<u64> = feeds.iter().map(FeedSender::dropped).collect();
+        drop(feeds);
         let end = std::time::Instant::now() + within;
-        for t in self.threads.drain(..) {
-            while !t.is_finished() && std::time::Instant::now() < end {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            }
-        }
+        threads
+            .into_iter()
+            .zip(dropped)
+            .map(|((name, t), feed_dropped)| {
+                while !t.is_finished() && std::time::Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                // A sink that panicked reports nothing, as one left behind.
+                let report = if t.is_finished() { t.join().ok() } else { None };
+                SinkSummary {
+                    name,
+                    feed_dropped,
+                    report,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(last_part: u64) -> LineEvent {
+        LineEvent::State(Arc::new(LineState {
+            run_state: RunState::Running,
+            unix_ms: 0,
+            summary: Summary::default(),
+            camera: None,
+            last_part: Some(last_part),
+        }))
+    }
+
+    #[test]
+    fn stop_gives_each_sinks_report_and_its_feed_drops() {
+        let mut sinks = Sinks::none();
+        let results = Delivery {
+            sent: 3,
+            dropped: 1,
+            unsent: 2,
+        };
+        // "slow" reads nothing until all four events are in its feed of 3: one dropped.
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        sinks
+            .add("slow", 3, move |rx| {
+                let _ = wait.recv();
+                while !matches!(rx.recv_timeout(Duration::from_secs(60)), feed::Recv::Closed) {}
+                SinkReport { results: Some(results) }
+            })
+            .unwrap();
+        sinks.add("plain", 8, |_| SinkReport::default()).unwrap();
+        (1..=4).for_each(|n| sinks.send(state(n)));
+        drop(go);
+        // Both end once their feeds close; the wait is only an upper bound.
+        let summary = sinks.stop(Duration::from_secs(60));
+        let want = |name: &str, feed_dropped, report| SinkSummary {
+            name: name.into(),
+            feed_dropped,
+            report: Some(report),
+        };
+        assert_eq!(
+            summary,
+            [
+                want("slow", 1, SinkReport { results: Some(results) }),
+                want("plain", 0, SinkReport::default()),
+            ]
+        );
+        assert_eq!(
+            summary[0].render(),
+            "slow       3 result(s) acknowledged, 1 dropped (buffer full), 2 unsent at the stop; 1 feed event(s) dropped\n"
+        );
+        assert_eq!(summary[1].render(), "plain      0 feed event(s) dropped\n");
+    }
+
+    #[test]
+    fn a_sink_still_busy_at_the_stop_is_left_behind_with_its_feed_drops() {
+        let mut sinks = Sinks::none();
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        sinks
+            .add("hung", 1, move |_| {
+                let _ = hold.recv();
+                SinkReport::default()
+            })
+            .unwrap();
+        (1..=3).for_each(|n| sinks.send(state(n)));
+        // It cannot end before `release` is dropped: no wait at all is enough to see that.
+        let summary = sinks.stop(Duration::ZERO);
+        drop(release);
+        assert_eq!(
+            summary,
+            [SinkSummary {
+                name: "hung".into(),
+                feed_dropped: 2,
+                report: None
+            }]
+        );
+        assert!(
+            summary[0].render().starts_with("hung       still busy"),
+            "{}",
+            summary[0].render()
+        );
     }
 }

@@ -21,7 +21,7 @@ mod synthetic_part;
 pub mod v4l2;
 
 pub use folder::FolderSource;
-pub use supervise::{CameraHealth, CameraListener};
+pub use supervise::{CameraCell, CameraHealth, CameraListener, CameraState};
 pub use synthetic::SyntheticSource;
 pub use synthetic_part::{save_dataset, PartGenerator, PartSpec, SyntheticPart};
 pub mod trigger;

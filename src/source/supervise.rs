@@ -275,6 +275,75 @@ pub trait CameraListener: Send {
     }
 }
 
+/// The camera now, as its listener last heard it: what the plant's side shows (MQTT
+/// `state`, the web page). Times are wall clock (Unix ms): they are read by people and
+/// other machines, not used to time the line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CameraState {
+    /// Delivering frames; false while it is lost and being reopened (its parts are rejected).
+    pub up: bool,
+    /// Since when it has been up (opened, or recovered) or down (lost), Unix ms.
+    pub since_unix_ms: u64,
+    /// Why it was last lost (while it is down: why it is down); none before a first loss.
+    pub last_error: Option<String>,
+    /// Times it was lost in this run.
+    pub losses: u64,
+}
+
+/// One `CameraState` shared by the camera's listener, which writes it on the source's
+/// thread, and the recorder, which copies it into every line state. Empty until the
+/// camera has opened. Its lock is held only for a copy, never across I/O.
+#[derive(Debug, Default)]
+pub struct CameraCell(Mutex<Option<CameraState>>);
+
+impl CameraCell {
+    /// The camera opened at `unix_ms`.
+    pub fn opened(&self, unix_ms: u64) {
+        *self.lock() = Some(CameraState {
+            up: true,
+            since_unix_ms: unix_ms,
+            last_error: None,
+            losses: 0,
+        });
+    }
+
+    /// The camera was lost at `unix_ms` for `cause`. While it is down, a later report
+    /// keeps the first cause and time, as the watcher does.
+    pub fn down(&self, cause: &str, unix_ms: u64) {
+        let mut cell = self.lock();
+        let s = cell.get_or_insert_with(|| CameraState {
+            up: true,
+            since_unix_ms: unix_ms,
+            last_error: None,
+            losses: 0,
+        });
+        if s.up {
+            s.up = false;
+            s.since_unix_ms = unix_ms;
+            s.last_error = Some(cause.to_string());
+            s.losses += 1;
+        }
+    }
+
+    /// The camera delivered its first frame after a loss, at `unix_ms`.
+    pub fn up(&self, unix_ms: u64) {
+        if let Some(s) = self.lock().as_mut().filter(|s| !s.up) {
+            s.up = true;
+            s.since_unix_ms = unix_ms;
+        }
+    }
+
+    /// The state now; none before the camera opened.
+    pub fn get(&self) -> Option<CameraState> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<CameraState>> {
+        // A panic elsewhere while holding it cannot leave a half-written state: every write is one assignment.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// What one wait on the camera brought.
 #[derive(Debug)]
 pub enum Polled {
@@ -782,6 +851,41 @@ mod tests {
 
     fn reason(f: &Frame) -> Option<Reason> {
         f.image.as_ref().err().map(|e| e.reason)
+    }
+
+    #[test]
+    fn the_camera_cell_says_up_or_down_since_when_and_why() {
+        let cell = CameraCell::default();
+        assert_eq!(cell.get(), None, "nothing before the camera opened");
+        cell.opened(1_000);
+        assert_eq!(
+            cell.get(),
+            Some(CameraState {
+                up: true,
+                since_unix_ms: 1_000,
+                last_error: None,
+                losses: 0
+            })
+        );
+        cell.up(1_500);
+        assert_eq!(cell.get().unwrap().since_unix_ms, 1_000, "up while up changes nothing");
+        cell.down("device vanished", 2_000);
+        cell.down("driver gave up", 2_100);
+        let down = cell.get().unwrap();
+        assert_eq!(
+            (down.up, down.since_unix_ms, down.last_error.as_deref(), down.losses),
+            (false, 2_000, Some("device vanished"), 1),
+            "one loss, with its first cause and time"
+        );
+        cell.up(3_000);
+        let back = cell.get().unwrap();
+        assert_eq!(
+            (back.up, back.since_unix_ms, back.last_error.as_deref(), back.losses),
+            (true, 3_000, Some("device vanished"), 1),
+            "back up, the last loss's cause kept"
+        );
+        cell.down("no frame for 500 ms (status.camera_stall_ms)", 4_000);
+        assert_eq!(cell.get().unwrap().losses, 2);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use super::audit::{AuditLog, Entry};
 use super::state::{Counters, PartView, Phase, ThresholdRange, WebState};
+use crate::clock::unix_ms;
 use crate::record::{Metrics, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 use crate::sinks::Controls;
 use axum::body::Bytes;
@@ -123,12 +124,6 @@ pub fn num(v: f32) -> Value {
     format!("{v}").parse::<f64>().map_or(Value::Null, Value::from)
 }
 
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// 200 only while the line runs: after its first `Running` state, until it stops.
 async fn healthz(State(s): State<Arc<Shared>>) -> Response {
     let phase = s.state().phase();
@@ -174,7 +169,7 @@ struct StateView<'a> {
     last_reject_seq: u64,
     counters: CountersView<'a>,
     line: Option<LineView<'a>>,
-    camera: Option<&'a crate::source::CameraHealth>,
+    camera: Option<&'a crate::source::CameraState>,
     dropped_events: u64,
 }
 

@@ -20,7 +20,7 @@ use crate::config::{Config, HttpConfig, SaveImages};
 use crate::model::Manifest;
 use crate::record::Metrics;
 use crate::sinks::feed::{FeedReceiver, Recv};
-use crate::sinks::{LineEvent, LineInfo, Sinks};
+use crate::sinks::{LineEvent, LineInfo, SinkReport, Sinks};
 use anyhow::{bail, Context};
 use api::{Shared, Writes};
 use audit::AuditLog;
@@ -55,7 +55,7 @@ pub fn open(sinks: &mut Sinks, config: &Config, info: &LineInfo) -> anyhow::Resu
             Arc::new(info.clone()),
             http.recent_parts,
             http.recent_rejects,
-            api::unix_ms(),
+            crate::clock::unix_ms(),
         )),
         metrics: Metrics::new(&info.model, &info.provider, info.threshold),
         controls: sinks.controls(),
@@ -78,7 +78,10 @@ pub fn open(sinks: &mut Sinks, config: &Config, info: &LineInfo) -> anyhow::Resu
         Some(w) => format!("writes with the bearer token, audited in {}", w.audit.path().display()),
         None => "read-only: no http.token_file".into(),
     };
-    sinks.add("http", FEED_CAPACITY, move |rx| feed_loop(rx, &shared, stop_tx, server))?;
+    sinks.add("http", FEED_CAPACITY, move |rx| {
+        feed_loop(rx, &shared, stop_tx, server);
+        SinkReport::default()
+    })?;
     log::info!("web page on http://{bound}/ ({writes})");
     Ok(())
 }

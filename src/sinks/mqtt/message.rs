@@ -193,7 +193,7 @@ struct StateMessage<'a> {
     /// Since the previous state message.
     parts_per_second_now: Option<f64>,
     latency_ms: BTreeMap<&'a str, Percentiles>,
-    camera: Option<&'a crate::source::CameraHealth>,
+    camera: Option<&'a crate::source::CameraState>,
     model: ModelRef<'a>,
     provider: &'a str,
     config_sha256: &'a str,
@@ -418,7 +418,12 @@ mod tests {
             run_state: RunState::Running,
             unix_ms: 1_790_000_001_000,
             summary,
-            camera: None,
+            camera: Some(crate::source::CameraState {
+                up: false,
+                since_unix_ms: 1_790_000_000_900,
+                last_error: Some("no frame for 500 ms (status.camera_stall_ms)".into()),
+                losses: 1,
+            }),
             last_part: Some(99),
         };
         let last = LastPart::of(100, &part(99, Reason::BelowThreshold));
@@ -441,7 +446,11 @@ mod tests {
         assert_eq!(v["rejects_by_reason"]["overload"], 1);
         assert_eq!(v["latency_ms"]["total"], json!({"p50": 36.7, "p99": 43.8, "max": 47.7}));
         assert_eq!(v["parts_per_second_now"], 9.5);
-        assert_eq!(v["camera"], Value::Null);
+        assert_eq!(
+            v["camera"],
+            json!({"up": false, "since_unix_ms": 1_790_000_000_900u64,
+                   "last_error": "no frame for 500 ms (status.camera_stall_ms)", "losses": 1})
+        );
         assert_eq!(v["model"], json!({"name": "sim-flange", "sha256": "ab12"}));
         assert_eq!(v["config_sha256"], "cd34");
         assert_eq!(v["last_part"]["seq"], 100);

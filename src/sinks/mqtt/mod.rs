@@ -15,10 +15,11 @@
 pub mod message;
 pub mod outbox;
 
+use crate::clock::{self, unix_ms};
 use crate::config::{Broker, Config, MqttConfig, PublishResults};
 use crate::frame::Verdict;
 use crate::sinks::feed::{FeedReceiver, Recv};
-use crate::sinks::{LineEvent, LineInfo, LineState, RunState, Sinks};
+use crate::sinks::{Cadence, Delivery, Headline, LineEvent, LineInfo, LineState, SinkReport, Sinks};
 use anyhow::Context;
 use message::{LastPart, Offline, SinkCounters, Topics};
 use outbox::{Outbox, Pending, Tag, Tracker};
@@ -280,13 +281,14 @@ pub fn open(config: &Config, info: &LineInfo, sinks: &mut Sinks) -> anyhow::Resu
 }
 
 /// The sink's thread: a one-thread runtime for the session, and a bridge thread that
-/// moves events from the line's feed into it.
-fn run(settings: Settings, info: LineInfo, rx: FeedReceiver<LineEvent>) {
+/// moves events from the line's feed into it. Without them nothing is published, and
+/// there are no figures to report.
+fn run(settings: Settings, info: LineInfo, rx: FeedReceiver<LineEvent>) -> SinkReport {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             log::error!("mqtt: cannot start the sink's runtime: {e}; nothing is published");
-            return;
+            return SinkReport::default();
         }
     };
     let (tx, events) = mpsc::channel(256);
@@ -306,10 +308,11 @@ fn run(settings: Settings, info: LineInfo, rx: FeedReceiver<LineEvent>) {
         });
     if let Err(e) = bridge {
         log::error!("mqtt: cannot start the feed thread: {e}; nothing is published");
-        return;
+        return SinkReport::default();
     }
-    let report = rt.block_on(Session::new(settings, info).run(events));
-    log::info!("mqtt: {report}");
+    let (line, results) = rt.block_on(Session::new(settings, info).run(events));
+    log::info!("mqtt: {line}");
+    SinkReport { results: Some(results) }
 }
 
 /// What one connection's event loop tells the session.
@@ -397,8 +400,16 @@ struct Session {
     net_tx: mpsc::Sender<(u64, Net)>,
     net_rx: Option<mpsc::Receiver<(u64, Net)>>,
     latest: Option<Arc<LineState>>,
-    published_run_state: Option<RunState>,
+    /// When the latest state is published: every `mqtt.state_interval_s`, whether parts
+    /// come or not, and at once when its headline changes.
+    cadence: Cadence,
+    /// Publish the latest state at the next chance, whatever the cadence says (after a
+    /// (re)connection: the retained state may be stale).
     state_due: bool,
+    /// The latest state has not been published yet. The cadence publishes only such a
+    /// state: the line makes one every second, so an interval of 1 s cannot send the same
+    /// state twice when the two clocks drift apart; it sends the next one as it comes.
+    latest_new: bool,
     /// (parts seen, Unix ms) when the last state was published: the rate since then.
     rate_point: Option<(u64, u64)>,
     last_part: Option<LastPart>,
@@ -413,18 +424,13 @@ struct Session {
     offline_acked: bool,
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Session {
     fn new(s: Settings, info: LineInfo) -> Session {
         let (net_tx, net_rx) = mpsc::channel(256);
         Session {
             outbox: Outbox::new(s.buffer_parts),
             backoff: s.reconnect.0,
+            cadence: Cadence::new(s.state_interval),
             s,
             info,
             tracker: Tracker::default(),
@@ -433,8 +439,8 @@ impl Session {
             net_tx,
             net_rx: Some(net_rx),
             latest: None,
-            published_run_state: None,
             state_due: false,
+            latest_new: false,
             rate_point: None,
             last_part: None,
             online_due: true,
@@ -461,14 +467,15 @@ impl Session {
         }
     }
 
-    async fn run(mut self, mut events: mpsc::Receiver<(LineEvent, u64)>) -> String {
+    async fn run(mut self, mut events: mpsc::Receiver<(LineEvent, u64)>) -> (String, Delivery) {
         let mut net_rx = self.net_rx.take().expect("run once");
-        let mut ticker = tokio::time::interval(self.s.state_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.connect();
         loop {
             self.pump();
             let retry = self.retry_at.filter(|_| self.conn.is_none());
+            let state_at = self
+                .next_state_ns()
+                .map(|t| Instant::now() + Duration::from_nanos(t.saturating_sub(clock::now_ns())));
             tokio::select! {
                 e = events.recv() => match e {
                     Some((event, dropped)) => {
@@ -486,11 +493,8 @@ impl Session {
                     self.retry_at = None;
                     self.connect();
                 }
-                _ = ticker.tick() => {
-                    if self.latest.is_some() {
-                        self.state_due = true;
-                    }
-                }
+                // `pump` publishes it, at the top of the loop.
+                _ = sleep_until(state_at.unwrap_or_else(Instant::now)), if state_at.is_some() => {}
             }
         }
         self.stop(&mut net_rx).await
@@ -514,12 +518,34 @@ impl Session {
                 }
             }
             LineEvent::State(s) => {
-                if self.published_run_state != Some(s.run_state) {
-                    self.state_due = true;
-                }
                 self.latest = Some(s);
+                self.latest_new = true;
             }
         }
+    }
+
+    /// Whether the latest state is to be published at `now_ns`: after a (re)connection,
+    /// or a new one as the cadence says. While stopping only a change counts: the
+    /// stopping state is the last, then the offline status.
+    fn state_wanted(&self, now_ns: u64) -> bool {
+        let Some(s) = &self.latest else { return false };
+        let headline = Headline::of(s);
+        self.state_due
+            || (self.latest_new
+                && if self.stopping {
+                    self.cadence.changed(headline)
+                } else {
+                    self.cadence.due(now_ns, headline)
+                })
+    }
+
+    /// When the cadence wants the next state, while a new one waits and can be published
+    /// (connected, none awaiting its acknowledgement); at other times an event wakes the
+    /// session.
+    fn next_state_ns(&self) -> Option<u64> {
+        let can = self.latest_new && self.conn.as_ref().is_some_and(|c| c.up) && !self.tracker.has(Tag::State);
+        self.latest.as_ref().filter(|_| can)?;
+        self.cadence.next_due_ns()
     }
 
     fn connect(&mut self) {
@@ -636,7 +662,8 @@ impl Session {
             }
             self.online_due = false;
         }
-        if self.state_due && !self.tracker.has(Tag::State) {
+        let now_ns = clock::now_ns();
+        if !self.tracker.has(Tag::State) && self.state_wanted(now_ns) {
             if let Some(s) = self.latest.clone() {
                 // Parts as the sink saw them arrive, against its own clock: an idle line reads 0.
                 let now = (self.last_part.as_ref().map_or(0, |p| p.seq), unix_ms());
@@ -653,7 +680,8 @@ impl Session {
                     return;
                 }
                 self.rate_point = Some(now);
-                self.published_run_state = Some(s.run_state);
+                self.cadence.told(now_ns, Headline::of(&s));
+                self.latest_new = false;
             }
             self.state_due = false;
         }
@@ -694,8 +722,9 @@ impl Session {
     }
 
     /// The feed is closed: send what is buffered and the last state, then the offline
-    /// status, then disconnect; all within `STOP_WITHIN`.
-    async fn stop(mut self, net_rx: &mut mpsc::Receiver<(u64, Net)>) -> String {
+    /// status, then disconnect; all within `STOP_WITHIN`. Returns the closing log line
+    /// and the results' figures.
+    async fn stop(mut self, net_rx: &mut mpsc::Receiver<(u64, Net)>) -> (String, Delivery) {
         self.stopping = true;
         self.retry_at = None;
         let end = Instant::now() + STOP_WITHIN;
@@ -707,7 +736,8 @@ impl Session {
         let mut disconnecting = false;
         loop {
             self.pump();
-            let through = self.outbox.is_empty() && !self.state_due && !self.tracker.has(Tag::State);
+            let through =
+                self.outbox.is_empty() && !self.state_wanted(clock::now_ns()) && !self.tracker.has(Tag::State);
             if !self.offline_sent && (through || Instant::now() >= offline_by) {
                 self.publish_offline();
             }
@@ -734,17 +764,23 @@ impl Session {
             c.task.abort();
         }
         let c = self.counters();
-        let left = self.outbox.buffered();
-        format!(
-            "{} result(s) acknowledged by the broker, {} dropped (buffer full), {left} unsent at the stop; at most {} buffered, {} resent after a lost connection, {} feed event(s) lost; {} connection(s); offline status {}",
-            c.sent,
-            c.dropped,
+        let results = Delivery {
+            sent: c.sent,
+            dropped: c.dropped,
+            unsent: self.outbox.buffered() as u64,
+        };
+        let line = format!(
+            "{} result(s) acknowledged by the broker, {} dropped (buffer full), {} unsent at the stop; at most {} buffered, {} resent after a lost connection, {} feed event(s) lost; {} connection(s); offline status {}",
+            results.sent,
+            results.dropped,
+            results.unsent,
             self.outbox.counts.most_buffered,
             c.resent,
             c.feed_dropped,
             c.connects,
             if self.offline_acked { "published" } else { "not published (the broker's last will says offline)" }
-        )
+        );
+        (line, results)
     }
 }
 

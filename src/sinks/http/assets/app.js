@@ -116,11 +116,14 @@ function renderHealth(st) {
   const age = line ? (st.now_unix_ms - line.unix_ms) / 1000 : null;
   const item = (k, v, cls) => h.append(el('dt', {}, k), el('dd', cls ? { class: cls } : {}, v));
   item('line', line ? `${st.phase}, ${fmt(line.parts_per_second, 1)} parts/s` : st.phase, st.phase === 'running' ? 'ok' : 'warn');
-  if (st.camera) {
-    const c = st.camera;
-    item('camera', `${c.source}: ${c.down_at_end ? 'DOWN' : 'up'}, ${c.losses} losses, ${c.lost_parts} parts lost`, c.down_at_end ? 'bad' : 'ok');
+  const c = st.camera;
+  if (c) {
+    const since = `since ${clock(c.since_unix_ms)}`;
+    const losses = c.losses ? ` · lost ${c.losses}×, last: ${c.last_error}` : '';
+    if (c.up) item('camera', `up ${since}${losses}`, 'ok');
+    else item('camera', `DOWN ${since}: ${c.last_error}`, 'bad');
   } else {
-    item('camera', 'no losses reported (this source does not report camera health)');
+    item('camera', 'not open yet');
   }
   item('model', `${st.model.name} · sha256 ${st.model.sha256.slice(0, 12)}…`);
   item('provider', st.provider);
