@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import datetime
+import json
 import shlex
 import sys
 import time
@@ -18,7 +19,8 @@ from .evaluation import calibrate, evaluate
 from .export import export_and_check
 from .fit import Monitor, net_size, pick_device, save_checkpoint, seed_all, train_members
 from .log import close_log, fmt_s, log, open_log
-from .manifest import git_commit, write_manifest
+from .feature_recipe import gflops, train_feature_model
+from .manifest import git_commit, gumbel_method, quantile_method, write_manifest
 from .networks import n_levels
 from .scoring import MAP_VARIANTS
 from .selection import build_scorer, choose_scoring, describe
@@ -29,6 +31,10 @@ def parse_args(argv=None):
         description="Train a linesight anomaly model (GANomaly-family, restoration-trained) on good "
                     "images and export model.onnx + model.toml.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--recipe", choices=["features", "pixels"], default="features",
+                    help="features: a GAN restoring pretrained EfficientNet-Lite0 features, fused with a memory "
+                         "bank of good features (docs/detection.md); pixels: the earlier GANomaly-family recipe "
+                         "on pixels (its options are the 'training', 'model' and 'scoring' groups)")
     d = ap.add_argument_group("data")
     d.add_argument("--data", type=Path, help="data set folder: trains on DIR/good/ unless --train-list is given; "
                    "DIR/defect/ (if present, and no --eval-* is given) is the evaluation's defect set")
@@ -41,7 +47,8 @@ def parse_args(argv=None):
     d.add_argument("--name", help="model name in the manifest (default: the --out folder's name)")
     d.add_argument("--size", type=int, default=0,
                    help="square model input side S; 0 = auto: the longest training image side rounded up to a "
-                        f"multiple of 64, at most {AUTO_MAX_SIZE} (with --resize fit, images keep their pixel scale)")
+                        f"multiple of 64, at most {AUTO_MAX_SIZE['features']} ({AUTO_MAX_SIZE['pixels']} with "
+                        "--recipe pixels; with --resize fit, images keep their pixel scale)")
     d.add_argument("--crop", type=int, default=256,
                    help="train the (fully convolutional) networks on random crops of this side from the S x S inputs "
                         "when S is larger; 0 = whole inputs. The exported graph takes the whole S x S input")
@@ -50,7 +57,7 @@ def parse_args(argv=None):
                         "(aspect kept, centred on black) or fit (letterbox, never enlarged); linesight applies the same policy from the manifest")
     d.add_argument("--channels", choices=["auto", "gray", "rgb"], default="auto",
                    help="auto = gray if every training image is grey")
-    d.add_argument("--val-frac", type=float, default=0.1,
+    d.add_argument("--val-frac", type=float, default=0.15,
                    help="fraction of the good training images held back for calibration (never trained on)")
     d.add_argument("--test-frac", type=float, default=0.2,
                    help="fraction of DIR/good held out as evaluation goods when evaluation defects exist "
@@ -111,6 +118,22 @@ def parse_args(argv=None):
                         "auto = chosen like the map variant")
     m.add_argument("--skip-div", type=int, default=8,
                    help="skip connections only at levels whose side is <= S/skip-div (0 = none)")
+    f = ap.add_argument_group("feature recipe (--recipe features)")
+    f.add_argument("--passes", type=float, default=100.0,
+                   help="training length in passes over each training image (so few goods are not over-trained)")
+    f.add_argument("--checks", type=int, default=20,
+                   help="times during training that the held-back goods' restoration error is measured; the "
+                        "weights with the lowest are kept")
+    f.add_argument("--gen-width", type=int, default=128, help="channels of the feature generator and discriminator")
+    f.add_argument("--crop-cells", type=int, default=32,
+                   help="training crops of this many feature cells a side (8 px each), centred on the part")
+    f.add_argument("--w-adv", type=float, default=0.05, help="weight of the generator's adversarial (hinge) loss")
+    f.add_argument("--bank", type=int, default=2048, help="memory-bank size in feature cells (greedy coreset)")
+    f.add_argument("--bank-cells", type=int, default=200_000,
+                   help="training cells drawn at random for the coreset to choose from")
+    f.add_argument("--frr-budget", type=float, default=0.02,
+                   help="false-reject rate the manifest threshold is set for (Gumbel fit to held-back goods' "
+                        "scores; written into model.toml)")
     s = ap.add_argument_group("scoring")
     s.add_argument("--map", choices=["auto"] + list(MAP_VARIANTS), default="auto",
                    help="anomaly-map components; auto = the head's map (without a head: the restoration maps), "
@@ -132,6 +155,10 @@ def check_args(args) -> None:
         raise SystemExit("error: --members must be at least 1")
     if not (0.0 < args.val_frac < 1.0):
         raise SystemExit("error: --val-frac must be in (0, 1)")
+    if not (0.0 < args.frr_budget < 0.5):
+        raise SystemExit(f"error: --frr-budget must be in (0, 0.5), found {args.frr_budget}")
+    if args.recipe == "features" and args.size % 64:
+        raise SystemExit(f"error: --size must be 0 (auto) or a multiple of 64 with --recipe features, found {args.size}")
 
 
 def open_device(arg: str) -> tuple[torch.device, str]:
@@ -153,10 +180,13 @@ def choose_channels(arg: str, paths: list[Path]) -> str:
 
 def choose_size(args, paths: list[Path]) -> None:
     """Sets args.size where it is 0 (auto) and checks that the crops tile it."""
+    cap = AUTO_MAX_SIZE[args.recipe]
     if args.size == 0:
-        args.size = auto_size(paths)
+        args.size = auto_size(paths, cap)
         log(f"input size: {args.size} x {args.size} (--size 0: the longest training image side, rounded up to a "
-            f"multiple of 64, at most {AUTO_MAX_SIZE})")
+            f"multiple of 64, at most {cap})")
+    if args.recipe == "features":
+        return
     S, Sn = args.size, net_size(args)
     if Sn < S and S % 2 ** n_levels(Sn):
         raise SystemExit(f"error: --size {S} must be a multiple of {2 ** n_levels(Sn)} to train on --crop {Sn} crops")
@@ -180,6 +210,26 @@ def decode_sets(sets, channels: str, S: int, R: str) -> dict:
     return x
 
 
+FEATURE_VARIANT = ("anomaly_map: mean of the feature GAN's restoration error and the memory-bank distance, "
+                   "per cell, each normalised by held-back goods (median, p99); score = its max")
+
+
+def train_pixel_model(args, x, C, name, channels, device, t_start):
+    """The pixel recipe: members trained on pixels, then map and pooling chosen on synthetic
+    defects (docs/detection.md, rounds 1-19). Returns scorer, calibration, epochs, map text."""
+    xtrain = torch.from_numpy(x["train"]).to(device)
+    xval, cval = torch.from_numpy(x["val"]), torch.from_numpy(x["cval"])
+    xeval = (torch.from_numpy(x["eg"]), torch.from_numpy(x["ed"])) if x["eg"] is not None and x["ed"] is not None else None
+    monitor = Monitor(args.size, xval, cval, device, args, xeval)
+    members, epochs_done = train_members(args, C, xtrain, torch.from_numpy(x["ctrain"]).to(device), device,
+                                         t_start, monitor)
+    save_checkpoint(args, name, members, channels)
+    choice = choose_scoring(args, members, args.size, xtrain.cpu(), xval, cval, xeval, device)
+    scorer = build_scorer(members, choice, args.size, args.standardize == "on")
+    calib = calibrate(scorer, x["val"], args, device)
+    return scorer, calib, epochs_done, describe(choice, len(members))
+
+
 def main(argv=None):
     t_start = time.time()
     args = parse_args(argv)
@@ -196,30 +246,35 @@ def main(argv=None):
     log(f"device: {dev_name}")
 
     sets = split_sets(args)
+    for what, paths in (("eval_good", sets.eval_good), ("eval_defect", sets.eval_defect)):
+        if paths:  # the test lists, for `linesight eval` of this model on what it was evaluated on here
+            (out / f"{what}.txt").write_text("".join(f"{p.resolve()}\n" for p in paths))
     channels = choose_channels(args.channels, sets.train)
     C = 1 if channels == "gray" else 3
     choose_size(args, sets.train)
     S = args.size
     x = decode_sets(sets, channels, S, args.resize)
 
-    xtrain = torch.from_numpy(x["train"]).to(device)
-    xval, cval = torch.from_numpy(x["val"]), torch.from_numpy(x["cval"])
-    xeval = (torch.from_numpy(x["eg"]), torch.from_numpy(x["ed"])) if x["eg"] is not None and x["ed"] is not None else None
-    monitor = Monitor(S, xval, cval, device, args, xeval)
-    members, epochs_done = train_members(args, C, xtrain, torch.from_numpy(x["ctrain"]).to(device), device,
-                                         t_start, monitor)
+    if args.recipe == "features":
+        scorer, calib, info = train_feature_model(args, x, C, device)
+        method_lines, variant = gumbel_method(args, calib), FEATURE_VARIANT
+        epochs_done = args.passes
+        if "cuda_ms_torch" in info:
+            variant += f"; {info['cuda_ms_torch']:.2f} ms per part on {dev_name} (torch, batch 1)"
+    else:
+        scorer, calib, epochs_done, variant = train_pixel_model(args, x, C, name, channels, device, t_start)
+        method_lines = quantile_method(args)
     t_trained = time.time()
-    save_checkpoint(args, name, members, channels)
-
-    choice = choose_scoring(args, members, S, xtrain.cpu(), xval, cval, xeval, device)
-    scorer = build_scorer(members, choice, S, args.standardize == "on")
-    t_cal = time.time()
-    calib = calibrate(scorer, x["val"], args, device)
     evaluation = None
     if x["eg"] is not None or x["ed"] is not None:
-        evaluation = evaluate(scorer, sets, x["eg"], x["ed"], calib["threshold"], args, name, device, t_start, t_cal)
+        evaluation = evaluate(scorer, sets, x["eg"], x["ed"], calib["threshold"], args, name, device, t_start,
+                              t_trained)
+        if args.recipe == "features":
+            evaluation.update({k: v for k, v in info.items() if k.startswith(("auroc_", "selection_"))})
 
     check = np.concatenate([x["val"][:3]] + ([x["ed"][:3]] if x["ed"] is not None else []))
+    flops = gflops(scorer, C, S)
+    log(f"cost: {flops:.2f} GFLOPs per part at {S} x {S}")
     sha, ok = export_and_check(scorer, C, S, out, check)
     prov = {
         "data": sets.data_desc,
@@ -230,9 +285,13 @@ def main(argv=None):
         "epochs": epochs_done,
         "train_images": len(sets.train),
         "seconds": time.time() - t_start,
+        "gflops": flops,
     }
-    write_manifest(out / "model.toml", name=name, sha=sha, C=C, S=S, channels=channels, calib=calib, args=args,
-                   prov=prov, evaluation=evaluation, variant_desc=describe(choice, len(members)))
+    write_manifest(out / "model.toml", name=name, sha=sha, C=C, S=S, channels=channels, calib=calib,
+                   method_lines=method_lines, args=args, prov=prov, evaluation=evaluation, variant_desc=variant)
+    if args.recipe == "features":  # the figures the benchmark table takes from the run
+        (out / "train_figures.json").write_text(json.dumps({**info, "gflops": flops, "device": dev_name,
+                                                            "seconds": time.time() - t_start}, indent=1))
     log(f"wrote {out / 'model.toml'}; training {fmt_s(t_trained - t_start)}, total {fmt_s(time.time() - t_start)}")
     close_log()
     if not ok:

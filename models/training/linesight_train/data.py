@@ -282,16 +282,18 @@ def standardize(x: torch.Tensor, ref: torch.Tensor | None = None) -> torch.Tenso
     return (x - mu) / var.sqrt().clamp_min(0.01) * 0.25
 
 
-AUTO_MAX_SIZE = 512
+# --size 0's cap per recipe: the feature recipe's graph stays under 30 GFLOPs at 1024 x 1024
+# (docs/detection.md); the pixel recipe's costs 294 GFLOPs at 512 x 512.
+AUTO_MAX_SIZE = {"features": 1024, "pixels": 512}
 
 
-def auto_size(paths: list[Path]) -> int:
+def auto_size(paths: list[Path], cap: int) -> int:
     """--size 0: room for the largest training image at its own pixel scale (the fit policy
-    then never resizes it), rounded up to a multiple of 64, capped at AUTO_MAX_SIZE (beyond
-    it images are scaled down); at least 64."""
+    then never resizes it), rounded up to a multiple of 64, capped at `cap` (beyond it
+    images are scaled down); at least 64."""
     def longest(p):
         with Image.open(p) as im:
             return max(im.size)
     with concurrent.futures.ThreadPoolExecutor(8) as ex:
         m = max(ex.map(longest, paths))
-    return max(64, min(AUTO_MAX_SIZE, -(-m // 64) * 64))
+    return max(64, min(cap, -(-m // 64) * 64))

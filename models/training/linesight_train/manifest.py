@@ -32,7 +32,22 @@ def git_commit(where: Path) -> str:
     return "unknown"
 
 
-def write_manifest(path: Path, *, name, sha, C, S, channels, calib, args, prov, evaluation, variant_desc):
+def quantile_method(args) -> list[str]:
+    """The [calibration] lines of the pixel recipe's threshold."""
+    return ['method = "good_quantile"      # threshold = q + margin * (q - p50), q = quantile(quantile)',
+            f"quantile = {tf(args.quantile)}", f"margin = {tf(args.margin)}"]
+
+
+def gumbel_method(args, calib) -> list[str]:
+    """The [calibration] lines of the feature recipe's threshold."""
+    return ['method = "gumbel_fit"      # threshold exceeded by a fraction false_reject_budget of good parts, '
+            'from a Gumbel fit to the held-back goods\' scores',
+            f"false_reject_budget = {tf(args.frr_budget)}",
+            f"gumbel_mu = {tf(calib['gumbel_mu'])}", f"gumbel_beta = {tf(calib['gumbel_beta'])}"]
+
+
+def write_manifest(path: Path, *, name, sha, C, S, channels, calib, method_lines, args, prov, evaluation,
+                   variant_desc):
     q = json.dumps
     L = []
     L.append("# linesight model manifest: written by models/training/train.py")
@@ -60,9 +75,7 @@ def write_manifest(path: Path, *, name, sha, C, S, channels, calib, args, prov, 
     L.append(f"n = {calib['n']}")
     for k in ("mean", "std", "min", "max", "p50", "p90", "p95", "p99", "p995", "threshold"):
         L.append(f"{k} = {tf(calib[k])}")
-    L.append('method = "good_quantile"      # threshold = q + margin * (q - p50), q = quantile(quantile)')
-    L.append(f"quantile = {tf(args.quantile)}")
-    L.append(f"margin = {tf(args.margin)}")
+    L.extend(method_lines)
     L.append("")
     L.append("[provenance]")
     L.append(f"data = {q(prov['data'])}")
@@ -73,6 +86,8 @@ def write_manifest(path: Path, *, name, sha, C, S, channels, calib, args, prov, 
     L.append(f"epochs = {prov['epochs']}")
     L.append(f"train_images = {prov['train_images']}")
     L.append(f"seconds = {prov['seconds']:.1f}")
+    if prov.get("gflops") is not None:
+        L.append(f"gflops_per_part = {prov['gflops']:.2f}     # 2 per multiply-add, at the input size")
     if evaluation is not None:
         ev = evaluation
         L.append("")
@@ -81,7 +96,8 @@ def write_manifest(path: Path, *, name, sha, C, S, channels, calib, args, prov, 
         L.append(f"data = {q(ev['data'])}")
         L.append(f"good = {ev['good']}")
         L.append(f"defect = {ev['defect']}")
-        for k in ("image_auroc", "pixel_auroc", "recall_at_threshold", "false_reject_rate_at_threshold"):
+        for k in ("image_auroc", "pixel_auroc", "recall_at_threshold", "false_reject_rate_at_threshold",
+                  "auroc_restoration_only", "auroc_neighbour_only", "selection_spearman"):
             v = ev.get(k)
             if v is not None and math.isfinite(v):
                 L.append(f"{k} = {v:.4f}")

@@ -12,7 +12,7 @@ import torch
 from linesight_train.cli import parse_args
 from linesight_train.data import to_model_input
 from linesight_train.export import export_and_check
-from linesight_train.manifest import write_manifest
+from linesight_train.manifest import quantile_method, write_manifest
 from linesight_train.metrics import quantile_stats
 from linesight_train.networks import Discriminator, Generator, SegHead
 from linesight_train.scoring import Ensemble, Scorer
@@ -41,7 +41,7 @@ def manifest_for(out, C, sha):
     prov = {"data": "-", "command": "-", "commit": "-", "trained_at": "-", "device": "cpu", "epochs": 0,
             "train_images": 0, "seconds": 0.0}
     write_manifest(out / "model.toml", name="tiny", sha=sha, C=C, S=S, channels="gray" if C == 1 else "rgb",
-                   calib=calib, args=args, prov=prov, evaluation=None, variant_desc="test")
+                   calib=calib, method_lines=quantile_method(args), args=args, prov=prov, evaluation=None, variant_desc="test")
     return tomllib.loads((out / "model.toml").read_text())
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from linesight_train.cli import parse_args
 from linesight_train.data import RESIZE_POLICIES
-from linesight_train.manifest import write_manifest
+from linesight_train.manifest import quantile_method, write_manifest
 from linesight_train.metrics import quantile_stats
 
 REPO = Path(__file__).resolve().parents[3]
@@ -60,7 +60,7 @@ def write(tmp_path, channels="gray", evaluation=None, resize="fit") -> dict:
     prov = {"data": "set", "command": "python models/training/train.py --data set --out m", "commit": "unknown",
             "trained_at": "2026-01-01T00:00:00Z", "device": "cpu", "epochs": 3, "train_images": 10, "seconds": 1.5}
     path = tmp_path / "model.toml"
-    write_manifest(path, name="tiny", sha="ab" * 32, C=C, S=64, channels=channels, calib=calib, args=args, prov=prov,
+    write_manifest(path, name="tiny", sha="ab" * 32, C=C, S=64, channels=channels, calib=calib, method_lines=quantile_method(args), args=args, prov=prov,
                    evaluation=evaluation, variant_desc="anomaly_map: seg")
     return tomllib.loads(path.read_text())
 
