@@ -207,10 +207,6 @@ impl Core {
         self.totals
     }
 
-    pub fn counters(&self) -> Counters {
-        self.counters
-    }
-
     fn show(&mut self, s: Shown) {
         self.shown = Some(s);
         self.valid = true;
@@ -559,19 +555,19 @@ mod tests {
         c.write_control(BUFFERING).unwrap();
         assert!(!bit(&c, "results_valid"));
         let mut taken = Vec::new();
-        // Parts arrive faster than the PLC takes them, but never more than 3 ahead.
-        for id in 1..=10u64 {
+        // Parts come in bursts of three, the PLC takes them between bursts.
+        for id in 1..=12u64 {
             c.part(id, &pass(100 + id));
-            if id % 2 == 0 {
-                taken.extend(take(&mut c));
-            }
             assert!(c.waiting() <= 3);
+            if id % 3 == 0 {
+                while let Some(id) = take(&mut c) {
+                    taken.push(id);
+                }
+                assert_eq!(c.waiting(), 0);
+            }
         }
-        while let Some(id) = take(&mut c) {
-            taken.push(id);
-        }
-        assert_eq!(taken, (101..=110).collect::<Vec<u32>>());
-        assert_eq!(c.totals().acknowledged, 10);
+        assert_eq!(taken, (101..=112).collect::<Vec<u32>>());
+        assert_eq!(c.totals().acknowledged, 12);
         assert_eq!(reg(&c, "overruns"), 0);
         assert!(!bit(&c, "buffer_overrun"));
     }

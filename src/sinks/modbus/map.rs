@@ -77,7 +77,7 @@ pub const INPUT: &[Field] = &[
     f(20, Kind::U32, "errors", "parts", "Of which rejected fail-safe (result code 3)"),
     f(22, Kind::U32, "overruns", "results", "Results the PLC did not get: not buffered because `buffer_results` were waiting, or dropped on the way to the server"),
     f(24, Kind::U32, "heartbeat", "", "+1 at every state the line sends (about every second), parts or not"),
-    f(26, Kind::U32, "config_checksum", "", "The first 8 hex digits of the config file's sha256 (as `linesight check` and /api/state show it)"),
+    f(26, Kind::U32, "config_checksum", "", "The first 8 hex digits of the config file's sha256 (`config_sha256` in /api/state and in MQTT's status)"),
     f(28, Kind::U16, "buffered", "results", "Results waiting for the acknowledge, the one shown included"),
     f(29, Kind::U16, "buffer_capacity", "results", "`modbus.buffer_results`"),
 ];
@@ -146,7 +146,7 @@ impl Value {
 }
 
 /// Words laid out by a table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Registers {
     table: &'static [Field],
     pub words: Vec<u16>,
