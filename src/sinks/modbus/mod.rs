@@ -200,15 +200,14 @@ impl tokio_modbus::server::Service for Plc {
     type Future = std::future::Ready<Result<Response, ExceptionCode>>;
 
     fn call(&self, req: Self::Request) -> Self::Future {
-        let what = format!("{:?}", req.request);
+        let (unit, function) = (req.slave, req.request.function_code());
         let result = self.handle(req);
         if let Err(e) = &result {
             let mut n = self.refused.lock().unwrap_or_else(|e| e.into_inner());
             *n += 1;
             if *n == 1 || n.is_power_of_two() {
                 log::warn!(
-                    "modbus: {} refused from {}: {e:?} ({n} so far on this connection)",
-                    what.chars().take(80).collect::<String>(),
+                    "modbus: function {function} for unit {unit} from {} refused: {e:?} ({n} so far on this connection)",
                     self.peer
                 );
             }
