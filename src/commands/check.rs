@@ -79,7 +79,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("execution provider: {}{tail}", d.serving.detail);
     }
     // The plant side (off unless configured): what each sink found, and its warnings.
-    let sinks = [crate::sinks::mqtt::check(&config), crate::sinks::http::check(&config)];
+    let sinks = [
+        crate::sinks::mqtt::check(&config),
+        crate::sinks::http::check(&config),
+        crate::sinks::modbus::check(&config),
+    ];
     for (what, result) in probe_io(&config).into_iter().chain(sinks.into_iter().flatten()) {
         report(what, result);
     }

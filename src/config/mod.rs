@@ -16,6 +16,7 @@ mod camera;
 mod decision;
 mod faults;
 mod http;
+mod modbus;
 mod model;
 mod mqtt;
 mod output;
@@ -29,6 +30,7 @@ pub use camera::{CameraConfig, EndOfStream, GstreamerCamera, SyntheticCamera, V4
 pub use decision::DecisionConfig;
 pub use faults::FaultsConfig;
 pub use http::HttpConfig;
+pub use modbus::{ModbusConfig, MAX_BUFFER_RESULTS};
 pub use model::ModelConfig;
 pub use mqtt::{Broker, MqttConfig, PublishResults};
 pub use output::{LineRef, OutputConfig};
@@ -77,6 +79,9 @@ pub struct Config {
     /// The web status page, its JSON API and Prometheus `/metrics` (docs/web.md). Off unless
     /// the section is there.
     pub http: Option<HttpConfig>,
+    /// A Modbus TCP server from which a PLC reads every part's result, with a result
+    /// handshake (docs/modbus.md). Off unless the section is there.
+    pub modbus: Option<ModbusConfig>,
     /// The folder of the config file; relative paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -144,6 +149,9 @@ impl Config {
         }
         if let Some(http) = &self.http {
             http.validate(&mut p);
+        }
+        if let Some(modbus) = &self.modbus {
+            modbus.validate(&mut p);
         }
         p.0
     }

@@ -1,5 +1,5 @@
 //! The plant's side of the line: what linesight tells MQTT, the web page and its API,
-//! and Prometheus.
+//! Prometheus, and a PLC over Modbus TCP.
 //!
 //! ```text
 //! record thread ──LineEvent──▶ Sinks ──feed (bounded, drop-oldest)──▶ each sink's own thread(s)
@@ -13,6 +13,7 @@ mod cadence;
 mod controls;
 pub mod feed;
 pub mod http;
+pub mod modbus;
 pub mod mqtt;
 
 pub use cadence::{Cadence, Headline};
@@ -109,6 +110,7 @@ pub fn open(config: &Config, info: &LineInfo) -> anyhow::Result<Sinks> {
     let mut sinks = Sinks::none();
     mqtt::open(config, info, &mut sinks)?;
     http::open(&mut sinks, config, info)?;
+    modbus::open(&mut sinks, config, info)?;
     Ok(sinks)
 }
 
