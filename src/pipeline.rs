@@ -532,8 +532,13 @@ fn record_loop(rec: Recorder, records: Receiver<Recorded>) -> (RunStats, u64, Ve
         }
         send_parts(to_sinks.ready(now));
         // Woken by the next part, an image saved, or when the next state is due.
-        let due = [cadence.next_due_ns(), to_sinks.next_due_ns()].into_iter().flatten().min();
-        let wait = due.map_or(STATE_EVERY, |due| Duration::from_nanos(due.saturating_sub(clock::now_ns())));
+        let due = [cadence.next_due_ns(), to_sinks.next_due_ns()]
+            .into_iter()
+            .flatten()
+            .min();
+        let wait = due.map_or(STATE_EVERY, |due| {
+            Duration::from_nanos(due.saturating_sub(clock::now_ns()))
+        });
         if !records_open {
             // Only images outstanding: their parts go at the latest after record.stall_ms.
             if let Ok(done) = writer.images.recv_timeout(wait) {

@@ -205,7 +205,8 @@ pub fn beat() {
         return;
     }
     let now = clock::now_ns();
-    let stuck_for = |since: u64| (since != 0 && now.saturating_sub(since) > s.tick_ns).then(|| (now - since) as f64 / 1e9);
+    let stuck_for =
+        |since: u64| (since != 0 && now.saturating_sub(since) > s.tick_ns).then(|| (now - since) as f64 / 1e9);
     let stuck = match (
         stuck_for(s.busy_since_ns.load(Ordering::Relaxed)),
         stuck_for(s.record_busy_since_ns.load(Ordering::Relaxed)),
@@ -249,7 +250,9 @@ pub fn beat() {
             log::info!("inspection and recording are moving again: watchdog fed again");
         }
         if !s.stopping.load(Ordering::Relaxed) {
-            msg.push_str(&format!("STATUS=inspecting, {parts} parts ({rejects} rejected{errors})"));
+            msg.push_str(&format!(
+                "STATUS=inspecting, {parts} parts ({rejects} rejected{errors})"
+            ));
         }
     }
     if !msg.is_empty() {

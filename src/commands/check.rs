@@ -164,7 +164,10 @@ pub fn probe_storage(config: &Config, results: Option<&Path>) -> Vec<(&'static s
         places.push(("record.metrics_file", config.resolve(m), false));
     }
     places.push(("record.seq_file", config.resolve(&r.seq_file), false));
-    for (key, o) in [("reject.output.edge_log", Some(&config.reject.output)), ("status.fault_line.edge_log", config.status.fault_line.as_ref())] {
+    for (key, o) in [
+        ("reject.output.edge_log", Some(&config.reject.output)),
+        ("status.fault_line.edge_log", config.status.fault_line.as_ref()),
+    ] {
         if let Some(OutputConfig::Simulated { edge_log: Some(log) }) = o {
             places.push((key, config.resolve(log), false));
         }
@@ -175,9 +178,15 @@ pub fn probe_storage(config: &Config, results: Option<&Path>) -> Vec<(&'static s
             let dir = if is_dir {
                 path.clone()
             } else {
-                path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf()
+                path.parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."))
+                    .to_path_buf()
             };
-            (key, probe_dir(&dir).map(|free| format!("{} writable ({free})", path.display())))
+            (
+                key,
+                probe_dir(&dir).map(|free| format!("{} writable ({free})", path.display())),
+            )
         })
         .collect()
 }
@@ -196,7 +205,10 @@ fn probe_dir(dir: &Path) -> anyhow::Result<String> {
     let removed = std::fs::remove_file(&probe);
     written.with_context(|| format!("cannot write a probe file in {}", dir.display()))?;
     removed.with_context(|| format!("cannot remove the probe file {}", probe.display()))?;
-    Ok(free_space(dir).map_or_else(|| "free space unknown".into(), |b| format!("{:.0} MiB free", b as f64 / (1u64 << 20) as f64)))
+    Ok(free_space(dir).map_or_else(
+        || "free space unknown".into(),
+        |b| format!("{:.0} MiB free", b as f64 / (1u64 << 20) as f64),
+    ))
 }
 
 /// Bytes free for an unprivileged writer on the file system of `dir`.

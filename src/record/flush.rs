@@ -33,7 +33,8 @@ impl FlushPolicy {
 
     /// A sync is due now.
     pub fn due(&self, now_ns: u64) -> bool {
-        self.unsynced > 0 && (self.unsynced >= self.every_lines || now_ns >= self.since_ns.saturating_add(self.every_ns))
+        self.unsynced > 0
+            && (self.unsynced >= self.every_lines || now_ns >= self.since_ns.saturating_add(self.every_ns))
     }
 
     /// When the next sync falls due if no more lines come; `None` with nothing to sync.
@@ -61,7 +62,10 @@ mod tests {
     #[test]
     fn a_sync_after_n_lines_or_t_after_the_first_unsynced_line() {
         let mut p = FlushPolicy::new(3, 100);
-        assert!(!p.due(0) && p.next_due_ns().is_none(), "nothing written, nothing to sync");
+        assert!(
+            !p.due(0) && p.next_due_ns().is_none(),
+            "nothing written, nothing to sync"
+        );
         p.wrote(10 * MS);
         assert_eq!(p.next_due_ns(), Some(110 * MS));
         p.wrote(20 * MS);
@@ -73,7 +77,11 @@ mod tests {
         p.synced();
         assert!(!p.due(1000 * MS) && p.next_due_ns().is_none());
         p.wrote(500 * MS);
-        assert_eq!(p.next_due_ns(), Some(600 * MS), "timed from the first line after the sync");
+        assert_eq!(
+            p.next_due_ns(),
+            Some(600 * MS),
+            "timed from the first line after the sync"
+        );
     }
 
     #[test]

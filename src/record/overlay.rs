@@ -54,7 +54,8 @@ impl Snapshot {
         };
         let img = GrayImage::from_raw(p.width, p.height, gray).context("frame buffer does not match its size")?;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("record.save_dir: cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("record.save_dir: cannot create {}", dir.display()))?;
         }
         overlay(&img, Some(&self.map), threshold, self.resize)
             .save(path)

@@ -176,7 +176,11 @@ fn repair(file: &mut File) -> anyhow::Result<(u64, Repair, Option<u64>)> {
     let head = read_at(file, 0, len.min(WINDOW))?;
     match head.iter().position(|b| *b == b'\n') {
         Some(i) if results_line(&head[..i]).is_none() => {
-            return Err(NotResults(format!("its first line is not a results line: {:?}", preview(&head[..i]))).into())
+            return Err(NotResults(format!(
+                "its first line is not a results line: {:?}",
+                preview(&head[..i])
+            ))
+            .into())
         }
         None if len > WINDOW || !head.starts_with(b"{\"") => {
             return Err(NotResults("it holds no line of JSON".into()).into())
@@ -263,7 +267,8 @@ pub fn plan_tail(tail: &[u8], from_start: bool) -> TailPlan {
 pub fn results_line(line: &[u8]) -> Option<Option<u64>> {
     let v: serde_json::Value = serde_json::from_slice(line).ok()?;
     let o = v.as_object()?;
-    (o.get("verdict")?.is_string() && o.get("capture_ns")?.is_u64()).then(|| o.get("device_seq").and_then(|s| s.as_u64()))
+    (o.get("verdict")?.is_string() && o.get("capture_ns")?.is_u64())
+        .then(|| o.get("device_seq").and_then(|s| s.as_u64()))
 }
 
 #[cfg(test)]
@@ -318,8 +323,15 @@ mod tests {
         assert_eq!(plan(&glued, true).keep, Some(A.len()));
         // nothing whole: all of a whole file goes, a window of a longer one is not judged
         assert_eq!(plan("{\"id\":0,\"sc", true).keep, Some(0));
-        assert_eq!(plan(&B[10..], false).keep, None, "the window's first line may be a piece");
-        assert_eq!(plan(&format!("{}{A}", &B[10..]), false).keep, Some(B.len() - 10 + A.len()));
+        assert_eq!(
+            plan(&B[10..], false).keep,
+            None,
+            "the window's first line may be a piece"
+        );
+        assert_eq!(
+            plan(&format!("{}{A}", &B[10..]), false).keep,
+            Some(B.len() - 10 + A.len())
+        );
         // lines from before device_seq are results lines too
         let old = "{\"id\":0,\"capture_ns\":1,\"verdict\":\"pass\"}\n";
         assert_eq!(plan(old, true).last_device_seq, None);
@@ -367,7 +379,10 @@ mod tests {
         let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
         assert_eq!(last["verdict"], "pass");
         assert_eq!(last["reason"], "below_threshold");
-        assert_eq!((last["run_id"].as_str(), last["device_seq"].as_u64()), (Some("r1"), Some(9)));
+        assert_eq!(
+            (last["run_id"].as_str(), last["device_seq"].as_u64()),
+            (Some("r1"), Some(9))
+        );
         assert_eq!(text.lines().count(), 2);
         assert_eq!(results_line(text.lines().last().unwrap().as_bytes()), Some(Some(9)));
     }
@@ -398,7 +413,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.jsonl");
         let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "record::results::tests::a_write_torn_by_a_size_limit_leaves_only_whole_lines"])
+            .args([
+                "--exact",
+                "record::results::tests::a_write_torn_by_a_size_limit_leaves_only_whole_lines",
+            ])
             .env(CHILD, &path)
             .output()
             .unwrap();

@@ -69,11 +69,13 @@ impl SeqFile {
     /// The stored number; `None` if there is no file yet.
     pub fn read(&self) -> anyhow::Result<Option<u64>> {
         match std::fs::read_to_string(&self.path) {
-            Ok(text) => text
-                .trim()
-                .parse()
-                .map(Some)
-                .with_context(|| format!("record.seq_file {}: expected a number, found {:?}", self.path.display(), text.trim())),
+            Ok(text) => text.trim().parse().map(Some).with_context(|| {
+                format!(
+                    "record.seq_file {}: expected a number, found {:?}",
+                    self.path.display(),
+                    text.trim()
+                )
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("record.seq_file {}: cannot read", self.path.display())),
         }
@@ -105,8 +107,15 @@ mod tests {
     fn numbers_continue_after_the_reservation_or_the_log_whichever_is_further() {
         assert_eq!(SeqBlock::start(None, None, 10).0.next, 0);
         assert_eq!(SeqBlock::start(Some(40), Some(12), 10).0.next, 40, "a crash left a gap");
-        assert_eq!(SeqBlock::start(Some(5), Some(12), 10).0.next, 13, "the seq file was lost");
-        assert_eq!(SeqBlock::start(None, Some(12), 10), (SeqBlock::start(Some(13), None, 10).0, 23));
+        assert_eq!(
+            SeqBlock::start(Some(5), Some(12), 10).0.next,
+            13,
+            "the seq file was lost"
+        );
+        assert_eq!(
+            SeqBlock::start(None, Some(12), 10),
+            (SeqBlock::start(Some(13), None, 10).0, 23)
+        );
     }
 
     #[test]
@@ -115,9 +124,17 @@ mod tests {
         assert_eq!(first, 110);
         let taken: Vec<(u64, Option<u64>)> = (0..12).map(|_| s.take()).collect();
         let numbers: Vec<u64> = taken.iter().map(|t| t.0).collect();
-        assert_eq!(numbers, (100..112).collect::<Vec<_>>(), "one more each time, no gap within a run");
+        assert_eq!(
+            numbers,
+            (100..112).collect::<Vec<_>>(),
+            "one more each time, no gap within a run"
+        );
         let reservations: Vec<(u64, u64)> = taken.iter().filter_map(|(n, r)| r.map(|r| (*n, r))).collect();
-        assert_eq!(reservations, [(104, 120)], "the next block asked for with half of this one left");
+        assert_eq!(
+            reservations,
+            [(104, 120)],
+            "the next block asked for with half of this one left"
+        );
         // Every number handed out lies below a reservation asked for before it (or with it).
         let mut reserved = first;
         for (n, r) in taken {

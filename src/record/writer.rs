@@ -330,7 +330,10 @@ impl Thread {
                 let r = self.seq_file.write(next);
                 self.health.busy(false);
                 if let Err(e) = r {
-                    log::error!("record.seq_file {}: cannot reserve up to {next}: {e}", self.seq_file.path().display());
+                    log::error!(
+                        "record.seq_file {}: cannot reserve up to {next}: {e}",
+                        self.seq_file.path().display()
+                    );
                 }
             }
         }
@@ -434,13 +437,14 @@ mod tests {
         q.push("a", None, 0);
         q.push("b", Some(1), 1 * MS);
         q.push("c", None, 2 * MS);
-        assert_eq!(q.ready(3 * MS), [("a", None)], "b waits for its image, c waits behind b");
+        assert_eq!(
+            q.ready(3 * MS),
+            [("a", None)],
+            "b waits for its image, c waits behind b"
+        );
         assert_eq!(q.next_due_ns(), Some(501 * MS));
         q.image_done(1, Some(PathBuf::from("x.png")));
-        assert_eq!(
-            q.ready(4 * MS),
-            [("b", Some(PathBuf::from("x.png"))), ("c", None)]
-        );
+        assert_eq!(q.ready(4 * MS), [("b", Some(PathBuf::from("x.png"))), ("c", None)]);
         assert!(q.is_empty() && q.next_due_ns().is_none());
     }
 
