@@ -93,7 +93,7 @@ fn a_full_disk_leaves_whole_lines_only_and_every_lost_line_is_counted() {
         .lines()
         .filter(|l| l.contains("results line not written"))
         .count();
-    assert!(logged >= 1 && logged <= 8, "{logged} error lines:\n{stderr}");
+    assert!((1..=8).contains(&logged), "{logged} error lines:\n{stderr}");
     eprintln!(
         "full disk: {} lines written ({size} bytes), {errors} counted as record_errors, {logged} log lines",
         lines.len()

@@ -435,7 +435,7 @@ mod tests {
     fn parts_go_to_the_sinks_in_order_once_their_image_is_saved() {
         let mut q = ToSinks::new(500 * MS);
         q.push("a", None, 0);
-        q.push("b", Some(1), 1 * MS);
+        q.push("b", Some(1), MS);
         q.push("c", None, 2 * MS);
         assert_eq!(
             q.ready(3 * MS),
