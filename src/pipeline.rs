@@ -132,6 +132,8 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
             flush: FlushPolicy::new(rec.flush_lines, rec.flush_ms),
             backlog_parts: rec.backlog_parts.min(1 << 20) as usize,
             stall_ms: rec.stall_ms,
+            keep: crate::record::Keep::new(rec.keep_mb, rec.keep_days),
+            save_dir: save_dir.clone(),
         },
     )?;
     let run_id = rt.info.run_id.clone();
@@ -476,6 +478,7 @@ fn record_loop(rec: Recorder, records: Receiver<Recorded>) -> (RunStats, u64, Ve
     let (mut last_ns, mut last_parts) = (clock::now_ns(), 0u64);
     let figures = |stats: &mut RunStats| {
         (stats.record_errors, stats.record_backlog) = (health.errors(), health.backlog());
+        stats.images_removed = health.images_removed();
     };
     let state = |stats: &RunStats, run_state, camera, last_part| {
         LineEvent::State(Arc::new(LineState {

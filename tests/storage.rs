@@ -337,3 +337,46 @@ fn check_writes_a_probe_in_every_output_location_and_names_the_unwritable_one() 
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn saved_images_beyond_keep_mb_are_removed_oldest_first_and_counted() {
+    let sim = SimRun::new(|t| {
+        set(t, "record.save", "all".into());
+        set(t, "record.save_dir", "saved".into());
+        set(t, "record.keep_mb", 2.into());
+    });
+    // Images of earlier runs, 1 MiB each, and a file that is not linesight's.
+    let saved = sim.dir.path().join("saved");
+    std::fs::create_dir_all(&saved).unwrap();
+    let old: Vec<String> = (0..4)
+        .map(|s| format!("{s:010}_oldrun_{s:08}_below_threshold.png"))
+        .collect();
+    for name in &old {
+        std::fs::write(saved.join(name), vec![0u8; 1 << 20]).unwrap();
+    }
+    std::fs::write(saved.join("calibration-target.png"), vec![0u8; 3 << 20]).unwrap();
+    // The device numbered those: this run continues after them.
+    std::fs::write(sim.dir.path().join("linesight.seq"), "100\n").unwrap();
+    let out = sim.run(&["--max-parts", "3"]);
+    let (stdout, _) = text(&out);
+    let left: HashSet<String> = std::fs::read_dir(&saved)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    // The sweep with the first new image: under 2 MiB of saved images, the oldest gone.
+    assert!(
+        !left.contains(&old[0]) && !left.contains(&old[1]) && !left.contains(&old[2]),
+        "{left:?}"
+    );
+    assert!(left.contains(&old[3]), "the youngest old image fits: {left:?}");
+    assert!(
+        left.contains("calibration-target.png"),
+        "only linesight's images are removed"
+    );
+    assert_eq!(common::reported(&stdout, "images removed "), 3.0, "{stdout}");
+    let new = left
+        .iter()
+        .filter(|n| !n.contains("oldrun") && n.ends_with(".png") && n.len() > 20)
+        .count();
+    assert!(new >= 1, "the run's own images are kept: {left:?}");
+}

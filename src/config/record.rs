@@ -40,6 +40,11 @@ pub struct RecordConfig {
     /// repeats across restarts (default `linesight.seq`, beside the config file; on a
     /// board, somewhere writable such as `/var/lib/linesight/linesight.seq`).
     pub seq_file: PathBuf,
+    /// Saved images kept in `save_dir`, MiB: beyond it the oldest are removed (counted in
+    /// the log and the summary). Unset: no limit. Only linesight's own image names are removed.
+    pub keep_mb: Option<u64>,
+    /// Saved images older than this many days are removed. Unset: no limit.
+    pub keep_days: Option<u64>,
 }
 
 impl Default for RecordConfig {
@@ -55,6 +60,8 @@ impl Default for RecordConfig {
             stall_ms: 2000,
             backlog_parts: 1000,
             seq_file: PathBuf::from("linesight.seq"),
+            keep_mb: None,
+            keep_days: None,
         }
     }
 }

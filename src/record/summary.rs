@@ -29,6 +29,7 @@ pub struct RunStats {
     /// The writer's figures, copied in by the record thread.
     pub record_errors: u64,
     pub record_backlog: u64,
+    pub images_removed: u64,
 }
 
 /// The numbers a user checks at the end of a run.
@@ -58,6 +59,8 @@ pub struct Summary {
     pub record_errors: u64,
     /// Parts waiting for the record's storage now.
     pub record_backlog: u64,
+    /// Saved images removed by retention (`record.keep_mb`, `record.keep_days`).
+    pub images_removed: u64,
 }
 
 impl RunStats {
@@ -78,6 +81,7 @@ impl RunStats {
             last_capture_ns: started_ns,
             record_errors: 0,
             record_backlog: 0,
+            images_removed: 0,
         }
     }
 
@@ -146,6 +150,7 @@ impl RunStats {
             provider: String::new(),
             record_errors: self.record_errors,
             record_backlog: self.record_backlog,
+            images_removed: self.images_removed,
         }
     }
 
@@ -202,6 +207,13 @@ impl Summary {
                 s,
                 "record_errors {}  (results lines not written; {} waiting for storage)",
                 self.record_errors, self.record_backlog
+            );
+        }
+        if self.images_removed > 0 {
+            let _ = writeln!(
+                s,
+                "images removed {}  (oldest first: record.keep_mb / keep_days)",
+                self.images_removed
             );
         }
         s

@@ -5,7 +5,7 @@
 //! summary. At shutdown the writer gets until its queue is done, unless a write has been
 //! blocked for `record.stall_ms`: then it is abandoned, so that SIGTERM always ends.
 
-use super::{FlushPolicy, MetricsFile, ResultsLog, SeqFile, Snapshot, Summary};
+use super::{FlushPolicy, Keep, MetricsFile, ResultsLog, SeqFile, Snapshot, Summary};
 use crate::clock;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::collections::VecDeque;
@@ -25,6 +25,8 @@ pub struct Health {
     backlog: AtomicU64,
     /// Images that could not be saved.
     image_errors: AtomicU64,
+    /// Saved images removed by retention (`record.keep_mb`, `record.keep_days`).
+    images_removed: AtomicU64,
     /// A metrics rewrite is queued: no second one is queued behind it.
     metrics_queued: AtomicBool,
 }
@@ -40,6 +42,10 @@ impl Health {
 
     pub fn image_errors(&self) -> u64 {
         self.image_errors.load(Ordering::Relaxed)
+    }
+
+    pub fn images_removed(&self) -> u64 {
+        self.images_removed.load(Ordering::Relaxed)
     }
 
     /// How long the write in progress has been blocked at `now_ns`; `None` while idle.
@@ -110,6 +116,9 @@ pub struct WriterSettings {
     pub flush: FlushPolicy,
     pub backlog_parts: usize,
     pub stall_ms: u64,
+    /// Retention of saved images in `save_dir`.
+    pub keep: Keep,
+    pub save_dir: PathBuf,
 }
 
 impl Writer {
@@ -125,6 +134,7 @@ impl Writer {
         let health = Arc::new(Health::default());
         let h = Arc::clone(&health);
         let flush = settings.flush;
+        let retention = (!settings.keep.is_none()).then(|| (settings.keep, settings.save_dir.clone()));
         std::thread::Builder::new()
             .name("ls-write".into())
             .spawn(move || {
@@ -136,6 +146,8 @@ impl Writer {
                     health: h,
                     images: images_tx,
                     end: WriterEnd::default(),
+                    retention,
+                    saved_since_sweep: None,
                 };
                 w.run(jobs_rx);
                 let _ = end_tx.send(w.end);
@@ -252,7 +264,13 @@ struct Thread {
     health: Arc<Health>,
     images: Sender<ImageDone>,
     end: WriterEnd,
+    retention: Option<(Keep, PathBuf)>,
+    /// Images saved since the last retention sweep; `None` before the first.
+    saved_since_sweep: Option<u64>,
 }
+
+/// A retention sweep after this many images saved (and with the first).
+const SWEEP_EVERY_IMAGES: u64 = 50;
 
 impl Thread {
     fn run(&mut self, jobs: Receiver<Job>) {
@@ -280,7 +298,10 @@ impl Thread {
                     let saved = img.snapshot.save(&img.path, img.threshold);
                     self.health.busy(false);
                     let saved = match saved {
-                        Ok(()) => Some(img.path),
+                        Ok(()) => {
+                            self.retain();
+                            Some(img.path)
+                        }
                         Err(e) => {
                             let n = self.health.image_errors.fetch_add(1, Ordering::Relaxed) + 1;
                             if n.is_power_of_two() {
@@ -336,6 +357,32 @@ impl Thread {
                     );
                 }
             }
+        }
+    }
+
+    /// Now and then, removes the oldest saved images beyond `record.keep_mb` / `keep_days`.
+    fn retain(&mut self) {
+        let Some((keep, dir)) = &self.retention else { return };
+        let n = self.saved_since_sweep.map_or(SWEEP_EVERY_IMAGES, |n| n + 1);
+        if n < SWEEP_EVERY_IMAGES {
+            self.saved_since_sweep = Some(n);
+            return;
+        }
+        self.saved_since_sweep = Some(0);
+        self.health.busy(true);
+        let r = super::retention_sweep(dir, *keep, clock::unix_ms() / 1000);
+        self.health.busy(false);
+        match r {
+            Ok((0, _)) => {}
+            Ok((files, bytes)) => {
+                let total = self.health.images_removed.fetch_add(files, Ordering::Relaxed) + files;
+                log::info!(
+                    "record.save_dir {}: removed the {files} oldest saved image(s), {:.1} MiB (record.keep_mb / keep_days; {total} so far)",
+                    dir.display(),
+                    bytes as f64 / (1u64 << 20) as f64
+                );
+            }
+            Err(e) => log::warn!("record.save_dir {}: retention sweep failed: {e}", dir.display()),
         }
     }
 
