@@ -344,6 +344,9 @@ fn saved_images_beyond_keep_mb_are_removed_oldest_first_and_counted() {
         set(t, "record.save", "all".into());
         set(t, "record.save_dir", "saved".into());
         set(t, "record.keep_mb", 2.into());
+        // Time enough on a loaded machine for the parts to be inspected, so saved.
+        set(t, "reject.delay_ms", 3000.into());
+        set(t, "decision.deadline_ms", 2900.into());
     });
     // Images of earlier runs, 1 MiB each, and a file that is not linesight's.
     let saved = sim.dir.path().join("saved");

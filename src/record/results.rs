@@ -127,11 +127,14 @@ impl ResultsLog {
     }
 
     /// Appends one whole line (ending in `\n`), or nothing: a failed write is cut back.
+    /// The length to cut back to is the file's own before the write, so that a file
+    /// emptied meanwhile (logrotate's `copytruncate`) is never grown back with zeros.
     pub fn append_line(&mut self, line: &[u8]) -> std::io::Result<()> {
         debug_assert!(line.ends_with(b"\n"));
         if self.dirty {
             self.cut_back()?;
         }
+        self.good_len = self.file.metadata()?.len();
         match self.file.write_all(line) {
             Ok(()) => {
                 self.good_len += line.len() as u64;
@@ -148,7 +151,8 @@ impl ResultsLog {
     }
 
     fn cut_back(&mut self) -> std::io::Result<()> {
-        if self.file.metadata()?.len() != self.good_len {
+        let len = self.file.metadata()?.len();
+        if len > self.good_len {
             self.file.set_len(self.good_len)?;
         }
         self.dirty = false;
