@@ -17,7 +17,10 @@ use crate::frame::{Frame, Reason, Truth};
 use crate::judge::{Captured, Decision, Failure, InspectionLatency, Judge, Threshold, Timing};
 use crate::model::Detector;
 use crate::preprocess;
-use crate::record::{MetricsFile, PartRecord, ResultsLog, RunStats, Snapshot, StageLatency, Summary};
+use crate::record::{
+    image_name, FlushPolicy, ImageJob, MetricsFile, PartJob, PartRecord, RunStats, SeqBlock, Snapshot, StageLatency,
+    Summary, ToSinks, Writer, WriterSettings,
+};
 use crate::runtime::Runtime;
 use crate::sinks::{Cadence, Controls, Headline, LineEvent, LineState, RunState, SinkSummary, Sinks};
 use crate::source::{self, CameraCell, Source};
@@ -118,14 +121,32 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
     // The plant side's threshold (web page), read by the judge before each round of decisions.
     let controls = rt.sinks.controls();
 
+    // The record's storage is the writer thread's alone: a full or hung disk costs records
+    // (counted), never the record thread, the sinks or the summary.
+    let rec = &config.record;
+    let writer = Writer::spawn(
+        rt.results,
+        metrics,
+        rt.seq_file,
+        WriterSettings {
+            flush: FlushPolicy::new(rec.flush_lines, rec.flush_ms),
+            backlog_parts: rec.backlog_parts.min(1 << 20) as usize,
+            stall_ms: rec.stall_ms,
+            keep: crate::record::Keep::new(rec.keep_mb, rec.keep_days),
+            save_dir: save_dir.clone(),
+        },
+    )?;
+    let run_id = rt.info.run_id.clone();
+
     // Each stage's thread takes its part of the runtime.
     let actuator = spawn("actuate", move || actuate::run_scheduler(rt.reject, window_rx))?;
     let recorder = Recorder {
-        results: rt.results,
+        writer,
+        run_id,
+        seqs: rt.seqs,
         started_ns,
         progress_s,
         save_dir,
-        metrics,
         sinks: rt.sinks,
         camera: rt.camera,
     };
@@ -390,6 +411,9 @@ fn recorded(d: Decision<Snapshot>) -> Recorded {
         Some(Truth::Defect(kind)) => (Some("defect"), kind),
     };
     let record = PartRecord {
+        // Set by the record thread, which numbers the parts.
+        run_id: String::new(),
+        device_seq: 0,
         id: d.id,
         capture_ns: d.capture_ns,
         frame_ns: d.frame_ns,
@@ -422,11 +446,13 @@ const STATE_EVERY: Duration = Duration::from_secs(1);
 
 /// What the record thread owns.
 struct Recorder {
-    results: ResultsLog,
+    /// The record's storage (results, images, metrics file, seq file), on its own thread.
+    writer: Writer,
+    run_id: String,
+    seqs: SeqBlock,
     started_ns: u64,
     progress_s: f64,
     save_dir: std::path::PathBuf,
-    metrics: Option<MetricsFile>,
     sinks: Sinks,
     /// The camera's state, written by its listener on the source's thread.
     camera: Arc<CameraCell>,
@@ -436,25 +462,23 @@ struct Recorder {
 /// lines that could not be written, and the sinks' figures.
 fn record_loop(rec: Recorder, records: Receiver<Recorded>) -> (RunStats, u64, Vec<SinkSummary>) {
     let Recorder {
-        mut results,
+        writer,
+        run_id,
+        mut seqs,
         started_ns,
         progress_s,
         save_dir,
-        metrics,
         sinks,
         camera,
     } = rec;
+    let health = Arc::clone(writer.health());
     let mut stats = RunStats::new(started_ns);
-    let mut errors = 0u64;
     let tty = std::io::stderr().is_terminal();
     let every_ns = (progress_s * 1e9) as u64;
     let (mut last_ns, mut last_parts) = (clock::now_ns(), 0u64);
-    let write_metrics = |stats: &RunStats, threshold: Option<f32>| {
-        if let Some(m) = &metrics {
-            if let Err(e) = m.write(&stats.summary(), threshold) {
-                log::warn!("record.metrics_file {}: {e}", m.path().display());
-            }
-        }
+    let figures = |stats: &mut RunStats| {
+        (stats.record_errors, stats.record_backlog) = (health.errors(), health.backlog());
+        stats.images_removed = health.images_removed();
     };
     let state = |stats: &RunStats, run_state, camera, last_part| {
         LineEvent::State(Arc::new(LineState {
@@ -468,51 +492,109 @@ fn record_loop(rec: Recorder, records: Receiver<Recorded>) -> (RunStats, u64, Ve
     // States for the sinks and the metrics file on a cadence, whether parts come or not;
     // the first (warm and armed) before any part.
     let mut cadence = Cadence::new(STATE_EVERY);
+    // Parts on their way to the sinks: one whose image is being saved waits for it.
+    let mut to_sinks: ToSinks<PartRecord> = ToSinks::new(writer.stall_ns());
+    let mut parts_sent = 0u64;
+    let mut send_parts = |ready: Vec<(PartRecord, Option<std::path::PathBuf>)>| {
+        for (record, image) in ready {
+            parts_sent += 1;
+            sinks.send(LineEvent::Part {
+                seq: parts_sent,
+                record: Arc::new(record),
+                image,
+            });
+        }
+    };
     // The threshold the last part was judged with (the plant side may change it).
     let mut threshold = None;
     let mut last_part = None;
-    loop {
+    // A stalled write, reported once per stall.
+    let mut stall_told = false;
+    let mut records_open = true;
+    while records_open || !to_sinks.is_empty() {
         let now = clock::now_ns();
         let camera_now = camera.get();
         let headline = Headline::new(RunState::Running, camera_now.as_ref());
         if cadence.due(now, headline) {
-            write_metrics(&stats, threshold);
+            figures(&mut stats);
+            writer.metrics(stats.summary(), threshold);
             sinks.send(state(&stats, RunState::Running, camera_now, last_part));
             cadence.told(now, headline);
+            match writer.stalled_ns(now) {
+                Some(b) if !stall_told => {
+                    stall_told = true;
+                    log::error!(
+                        "record: a write has been blocked for {:.1} s; {} part(s) waiting for storage",
+                        b as f64 / 1e9,
+                        health.backlog()
+                    );
+                }
+                None => stall_told = false,
+                _ => {}
+            }
         }
-        // Woken by the next part, or when the next state is due on an idle line.
-        let wait = cadence.next_due_ns().map_or(STATE_EVERY, |due| {
+        send_parts(to_sinks.ready(now));
+        // Woken by the next part, an image saved, or when the next state is due.
+        let due = [cadence.next_due_ns(), to_sinks.next_due_ns()]
+            .into_iter()
+            .flatten()
+            .min();
+        let wait = due.map_or(STATE_EVERY, |due| {
             Duration::from_nanos(due.saturating_sub(clock::now_ns()))
         });
-        let Recorded { record, snapshot } = match records.recv_timeout(wait) {
-            Ok(r) => r,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => break,
+        if !records_open {
+            // Only images outstanding: their parts go at the latest after record.stall_ms.
+            if let Ok(done) = writer.images.recv_timeout(wait) {
+                to_sinks.image_done(done.ticket, done.saved);
+            }
+            continue;
+        }
+        let received = crossbeam_channel::select! {
+            recv(records) -> r => r.ok(),
+            recv(writer.images) -> done => {
+                if let Ok(done) = done {
+                    to_sinks.image_done(done.ticket, done.saved);
+                }
+                continue;
+            }
+            default(wait) => continue,
         };
+        let Some(Recorded { mut record, snapshot }) = received else {
+            records_open = false;
+            continue;
+        };
+        let (device_seq, reserve) = seqs.take();
+        if let Some(next) = reserve {
+            writer.reserve(next);
+        }
+        record.run_id.clone_from(&run_id);
+        record.device_seq = device_seq;
         threshold = Some(record.threshold);
         // Images are a help, not the record: a failure is reported, the verdict stands.
-        let image = snapshot.and_then(|snap| {
-            snap.save(&save_dir, record.id, record.reason.as_str(), record.threshold)
-                .map_err(|e| log::warn!("part {}: image not saved: {e:#}", record.id))
-                .ok()
+        let image = snapshot.map(|snapshot| ImageJob {
+            path: save_dir.join(image_name(device_seq, &run_id, record.id, record.reason.as_str())),
+            threshold: record.threshold,
+            ticket: device_seq,
+            snapshot,
         });
-        if let Err(e) = results.append(&record) {
-            errors += 1;
-            if errors == 1 || errors.is_power_of_two() {
-                log::error!(
-                    "part {} verdict {:?} not recorded: {e:#} ({errors} so far)",
-                    record.id,
-                    record.verdict
-                );
-            }
+        let ticket = image.as_ref().map(|i| i.ticket);
+        let queued = writer.part(PartJob {
+            line: record.line(),
+            image,
+        });
+        if !queued && health.errors().is_power_of_two() {
+            log::error!(
+                "part {} verdict {:?} not recorded: {} part(s) already waiting for storage ({} not recorded so far)",
+                record.id,
+                record.verdict,
+                health.backlog(),
+                health.errors()
+            );
         }
         stats.add(&record);
         last_part = Some(record.id);
-        sinks.send(LineEvent::Part {
-            seq: stats.parts,
-            record: Arc::new(record),
-            image,
-        });
+        to_sinks.push(record, ticket.filter(|_| queued), clock::now_ns());
+        send_parts(to_sinks.ready(clock::now_ns()));
         let now = clock::now_ns();
         if every_ns > 0 && now - last_ns >= every_ns {
             let rate = (stats.parts - last_parts) as f64 / ((now - last_ns) as f64 / 1e9);
@@ -528,13 +610,20 @@ fn record_loop(rec: Recorder, records: Receiver<Recorded>) -> (RunStats, u64, Ve
     if tty && every_ns > 0 {
         eprintln!();
     }
-    write_metrics(&stats, threshold);
+    figures(&mut stats);
+    writer.metrics(stats.summary(), threshold);
+    // A clean end: the next run continues from the next number, without a gap.
+    writer.reserve(seqs.next());
+    // The writer finishes its queue and its last sync, unless it is blocked on storage:
+    // then it is abandoned after record.stall_ms, and what it held is counted.
+    let stall_ms = writer.stall_ns() / 1_000_000;
+    match writer.finish() {
+        Some(end) => log::debug!("record: {} results lines written, {} syncs", end.written, end.syncs),
+        None => log::warn!("record: the writer was abandoned (a write blocked for over {stall_ms} ms)"),
+    }
+    figures(&mut stats);
     sinks.send(state(&stats, RunState::Stopping, camera.get(), last_part));
     // Bounded: a hung broker or browser must not hold up the end of the run.
     let sinks = sinks.stop(Duration::from_secs(2));
-    if let Err(e) = results.sync() {
-        errors += 1;
-        log::error!("{e:#}");
-    }
-    (stats, errors, sinks)
+    (stats, health.errors(), sinks)
 }

@@ -8,7 +8,7 @@ use crate::config::{Config, RuntimeConfig};
 use crate::frame::PixelFormat;
 use crate::judge::Threshold;
 use crate::model::{Detector, Manifest};
-use crate::record::ResultsLog;
+use crate::record::{ResultsLog, SeqBlock, SeqFile, SEQ_BLOCK};
 use crate::sinks::{self, LineInfo, Sinks};
 use crate::source::{self, CameraCell, CameraListener, Source};
 use anyhow::Context;
@@ -22,6 +22,9 @@ pub struct Runtime {
     pub detector: Detector,
     pub reject: Box<dyn OutputLine>,
     pub results: ResultsLog,
+    /// The device's part numbering, continued from the last run, and where it is reserved.
+    pub seqs: SeqBlock,
+    pub seq_file: SeqFile,
     pub threshold: Threshold,
     /// The plant's side (MQTT, web page), off the frame path.
     pub sinks: Sinks,
@@ -49,6 +52,8 @@ impl Runtime {
             None => config.resolve(&config.record.results),
         };
         let results = ResultsLog::open(&results_path)?;
+        let seq_file = SeqFile::new(config.resolve(&config.record.seq_file));
+        let seqs = open_sequence(&seq_file, results.last_device_seq);
         // The output is opened last, deasserted, once everything else is ready.
         let reject = actuate::open_reject(&config)?;
         let info = LineInfo::new(
@@ -65,12 +70,33 @@ impl Runtime {
             detector,
             reject,
             results,
+            seqs,
+            seq_file,
             threshold,
             sinks,
             info,
             camera,
         })
     }
+}
+
+/// The device sequence, continued after the seq file's reservation and the results log's
+/// last line; its first reservation is written before any number is used. A seq file that
+/// cannot be read or written is an error in the log, not a reason to leave the line
+/// uninspected: the numbering then continues from the results log alone.
+fn open_sequence(seq_file: &SeqFile, last_logged: Option<u64>) -> SeqBlock {
+    let stored = seq_file.read().unwrap_or_else(|e| {
+        log::error!("{e:#}");
+        None
+    });
+    let (seqs, reserved) = SeqBlock::start(stored, last_logged, SEQ_BLOCK);
+    if let Err(e) = seq_file.write(reserved) {
+        log::error!(
+            "record.seq_file {}: cannot reserve device_seq up to {reserved}: {e}; numbers may repeat after a restart",
+            seq_file.path().display()
+        );
+    }
+    seqs
 }
 
 /// Opens the configured camera and trigger with the fault output following the camera:

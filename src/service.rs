@@ -13,6 +13,10 @@
 //! `WATCHDOG_USEC`, unless the inspect stage has been busy with one frame for longer than
 //! that (a wedged inference). A wedged judge sends nothing; a wedged inference withholds
 //! the ping; either way systemd's `WatchdogSec=` runs out and it restarts linesight.
+//! The record's writer thread counts too: a results, image or metrics write blocked for
+//! longer than that withholds the ping the same way (storage that hangs, a hung NFS
+//! mount or SD card), and `STATUS=` says so; `record_errors` (results lines not written)
+//! is in every `STATUS=` line once there are any.
 //! A camera that delivers no frames is not a fault here: a triggered line waits for parts.
 //!
 //! Written on std's `UnixDatagram` rather than the `sd-notify` crate: the protocol is one
@@ -108,6 +112,9 @@ struct Service {
     last_tick_ns: AtomicU64,
     /// When the inspect stage took its current frame; 0 while it waits for one.
     busy_since_ns: AtomicU64,
+    /// When the record's writer began its current write; 0 while idle.
+    record_busy_since_ns: AtomicU64,
+    record_errors: AtomicU64,
     parts: AtomicU64,
     rejects: AtomicU64,
     /// A stall was logged (once per stall).
@@ -143,6 +150,8 @@ fn service() -> Option<&'static Service> {
                 stopping: AtomicBool::new(false),
                 last_tick_ns: AtomicU64::new(0),
                 busy_since_ns: AtomicU64::new(0),
+                record_busy_since_ns: AtomicU64::new(0),
+                record_errors: AtomicU64::new(0),
                 parts: AtomicU64::new(0),
                 rejects: AtomicU64::new(0),
                 stall_logged: AtomicBool::new(false),
@@ -196,23 +205,35 @@ pub fn beat() {
         return;
     }
     let now = clock::now_ns();
-    let busy = s.busy_since_ns.load(Ordering::Relaxed);
-    let stuck_s = (busy != 0 && now.saturating_sub(busy) > s.tick_ns).then(|| (now - busy) as f64 / 1e9);
-    // A ping withheld during a stall is sent as soon as inspection is back, not a tick later.
-    let recovered = stuck_s.is_none() && s.stall_logged.load(Ordering::Relaxed);
+    let stuck_for =
+        |since: u64| (since != 0 && now.saturating_sub(since) > s.tick_ns).then(|| (now - since) as f64 / 1e9);
+    let stuck = match (
+        stuck_for(s.busy_since_ns.load(Ordering::Relaxed)),
+        stuck_for(s.record_busy_since_ns.load(Ordering::Relaxed)),
+    ) {
+        (Some(t), _) => Some((t, "one inspection running")),
+        (None, Some(t)) => Some((t, "a results write blocked")),
+        (None, None) => None,
+    };
+    // A ping withheld during a stall is sent as soon as the stage is back, not a tick later.
+    let recovered = stuck.is_none() && s.stall_logged.load(Ordering::Relaxed);
     if now < s.last_tick_ns.load(Ordering::Relaxed) + s.tick_ns && !recovered {
         return;
     }
     s.last_tick_ns.store(now, Ordering::Relaxed);
     let (parts, rejects) = (s.parts.load(Ordering::Relaxed), s.rejects.load(Ordering::Relaxed));
+    let errors = match s.record_errors.load(Ordering::Relaxed) {
+        0 => String::new(),
+        n => format!(", record_errors {n}"),
+    };
     let mut msg = String::new();
-    if s.watchdog && stuck_s.is_none() {
+    if s.watchdog && stuck.is_none() {
         msg.push_str("WATCHDOG=1\n");
     }
-    if let Some(t) = stuck_s {
+    if let Some((t, what)) = stuck {
         if !s.stall_logged.swap(true, Ordering::Relaxed) {
             log::warn!(
-                "inspection stuck on one frame for {t:.1} s: watchdog ping withheld{}",
+                "{what} for {t:.1} s: watchdog ping withheld{}",
                 if s.watchdog {
                     "; systemd restarts linesight if it lasts past WatchdogSec"
                 } else {
@@ -221,15 +242,17 @@ pub fn beat() {
             );
         }
         msg.push_str(&format!(
-            "STATUS=stalled: one inspection running for {t:.1} s ({parts} parts, {rejects} rejected)"
+            "STATUS=stalled: {what} for {t:.1} s ({parts} parts, {rejects} rejected{errors})"
         ));
     } else {
         if recovered {
             s.stall_logged.store(false, Ordering::Relaxed);
-            log::info!("inspection is moving again: watchdog fed again");
+            log::info!("inspection and recording are moving again: watchdog fed again");
         }
         if !s.stopping.load(Ordering::Relaxed) {
-            msg.push_str(&format!("STATUS=inspecting, {parts} parts ({rejects} rejected)"));
+            msg.push_str(&format!(
+                "STATUS=inspecting, {parts} parts ({rejects} rejected{errors})"
+            ));
         }
     }
     if !msg.is_empty() {
@@ -252,6 +275,19 @@ pub fn inspecting(busy: bool) {
     let Some(s) = service() else { return };
     s.busy_since_ns
         .store(if busy { clock::now_ns() } else { 0 }, Ordering::Relaxed);
+}
+
+/// The record's writer began (`true`) or ended (`false`) a write to storage.
+pub fn record_busy(busy: bool) {
+    let Some(s) = service() else { return };
+    s.record_busy_since_ns
+        .store(if busy { clock::now_ns() } else { 0 }, Ordering::Relaxed);
+}
+
+/// Results lines not written so far.
+pub fn record_errors(total: u64) {
+    let Some(s) = service() else { return };
+    s.record_errors.fetch_max(total, Ordering::Relaxed);
 }
 
 /// The judge decided a part.

@@ -439,6 +439,11 @@ fn every_part_arrives_in_order_with_its_sequence() {
         assert_eq!(r["run_id"], run_id);
         assert_eq!(r["device_id"], DEVICE);
         assert_eq!(r["id"], logged["id"]);
+        // The results log and the broker name a part alike: run and device sequence.
+        assert_eq!(
+            (&r["run_id"], &r["device_seq"]),
+            (&logged["run_id"], &logged["device_seq"])
+        );
         assert_eq!(r["verdict"], logged["verdict"]);
         assert_eq!(r["reason"], logged["reason"]);
         assert_eq!(r["capture_ns"], logged["capture_ns"]);

@@ -239,7 +239,11 @@ fn results_flag_overrides_the_configured_path() {
 fn a_results_line_torn_by_a_crash_is_repaired_before_appending() {
     let sim = SimRun::new(|_| {});
     let results = sim.dir.path().join("results.jsonl");
-    std::fs::write(&results, "{\"id\":0,\"verdict\":\"pass\"}\n{\"id\":1,\"verd").unwrap();
+    std::fs::write(
+        &results,
+        "{\"id\":0,\"capture_ns\":5,\"verdict\":\"pass\"}\n{\"id\":1,\"verd",
+    )
+    .unwrap();
     let out = sim.run(&["--max-parts", "3"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -268,7 +272,12 @@ fn rejected_parts_are_saved_with_their_anomaly_map() {
     );
     for r in results {
         let id = r["id"].as_u64().unwrap();
-        let png = saved.join(format!("{id:08}_{}.png", r["reason"].as_str().unwrap()));
+        let png = saved.join(format!(
+            "{:010}_{}_{id:08}_{}.png",
+            r["device_seq"].as_u64().unwrap(),
+            r["run_id"].as_str().unwrap(),
+            r["reason"].as_str().unwrap()
+        ));
         if r["reason"] == "above_threshold" {
             let img = image::open(&png)
                 .unwrap_or_else(|e| panic!("{}: {e}", png.display()))

@@ -2,12 +2,12 @@
 //! problem listed with where it is, instead of stopping at the first.
 
 use crate::actuate;
-use crate::config::{CameraConfig, Config, OutputConfig, TriggerConfig};
+use crate::config::{CameraConfig, Config, OutputConfig, SaveImages, TriggerConfig};
 use crate::frame::PixelFormat;
 use crate::model::Manifest;
 use crate::{runtime, source};
 use anyhow::Context;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -84,7 +84,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         crate::sinks::http::check(&config),
         crate::sinks::modbus::check(&config),
     ];
-    for (what, result) in probe_io(&config).into_iter().chain(sinks.into_iter().flatten()) {
+    let storage = probe_storage(&config, None);
+    for (what, result) in probe_io(&config)
+        .into_iter()
+        .chain(storage)
+        .chain(sinks.into_iter().flatten())
+    {
         report(what, result);
     }
     if failed > 0 {
@@ -144,6 +149,79 @@ pub fn probe_io(config: &Config) -> Vec<(&'static str, anyhow::Result<String>)> 
         out.push(("fault output", describe_output(config, o, "status.fault_line")));
     }
     out
+}
+
+/// Every place linesight writes to, each with a probe file written, synced and removed:
+/// one line per place for `check`, so that an unwritable folder is found before the line
+/// runs. `results` stands for `--results`, where given.
+pub fn probe_storage(config: &Config, results: Option<&Path>) -> Vec<(&'static str, anyhow::Result<String>)> {
+    let r = &config.record;
+    let mut places: Vec<(&'static str, PathBuf, bool)> = vec![(
+        "results",
+        results.map_or_else(|| config.resolve(&r.results), Path::to_path_buf),
+        false,
+    )];
+    if r.save != SaveImages::None {
+        places.push(("record.save_dir", config.resolve(&r.save_dir), true));
+    }
+    if let Some(m) = &r.metrics_file {
+        places.push(("record.metrics_file", config.resolve(m), false));
+    }
+    places.push(("record.seq_file", config.resolve(&r.seq_file), false));
+    for (key, o) in [
+        ("reject.output.edge_log", Some(&config.reject.output)),
+        ("status.fault_line.edge_log", config.status.fault_line.as_ref()),
+    ] {
+        if let Some(OutputConfig::Simulated { edge_log: Some(log) }) = o {
+            places.push((key, config.resolve(log), false));
+        }
+    }
+    places
+        .into_iter()
+        .map(|(key, path, is_dir)| {
+            let dir = if is_dir {
+                path.clone()
+            } else {
+                path.parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."))
+                    .to_path_buf()
+            };
+            (
+                key,
+                probe_dir(&dir).map(|free| format!("{} writable ({free})", path.display())),
+            )
+        })
+        .collect()
+}
+
+/// Creates `dir` if need be, then writes, syncs and removes a probe file in it; says how
+/// much room is left.
+fn probe_dir(dir: &Path) -> anyhow::Result<String> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the folder {}", dir.display()))?;
+    let probe = dir.join(format!(".linesight-check-{}", std::process::id()));
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&probe)?;
+        f.write_all(&[b'\n'; 4096])?;
+        f.sync_data()
+    })();
+    let removed = std::fs::remove_file(&probe);
+    written.with_context(|| format!("cannot write a probe file in {}", dir.display()))?;
+    removed.with_context(|| format!("cannot remove the probe file {}", probe.display()))?;
+    Ok(free_space(dir).map_or_else(
+        || "free space unknown".into(),
+        |b| format!("{:.0} MiB free", b as f64 / (1u64 << 20) as f64),
+    ))
+}
+
+/// Bytes free for an unprivileged writer on the file system of `dir`.
+fn free_space(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs fills the struct we own from a NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 fn describe_output(config: &Config, o: &OutputConfig, key: &str) -> anyhow::Result<String> {

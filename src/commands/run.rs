@@ -46,10 +46,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     log::info!("camera {}", rt.source.describe());
     log::info!("results {}", rt.results.path().display());
-    if rt.results.repaired_bytes > 0 {
+    let repaired = rt.results.repaired;
+    if repaired.cut_bytes > 0 {
         log::warn!(
-            "results file ended in a torn line (a crash?): cut {} bytes before appending",
-            rt.results.repaired_bytes
+            "results file ended in a torn line (a crash?): cut {} bytes before appending{}",
+            repaired.cut_bytes,
+            match repaired.cut_lines {
+                0 => String::new(),
+                n => format!(", {n} whole line(s) among them that were not results lines (zeros after a power cut?)"),
+            }
         );
     }
     let report = pipeline::run(rt, args.max_parts, stop)?;

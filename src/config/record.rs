@@ -15,13 +15,36 @@ pub struct RecordConfig {
     /// Which parts get their image saved with the anomaly map laid over: "none" (default),
     /// "rejects" (parts rejected on their score) or "all" inspected parts.
     pub save: SaveImages,
-    /// Folder for saved images, `<id>_<reason>.png` (default `images`).
+    /// Folder for saved images, `<device_seq>_<run_id>_<id>_<reason>.png` (default `images`):
+    /// names sort oldest first and never repeat across runs.
     pub save_dir: PathBuf,
     /// Prometheus text file (for node_exporter's textfile collector, e.g.
     /// `/var/lib/node_exporter/textfile_collector/linesight.prom`): parts, rejects by reason,
     /// stage latencies and `linesight_info{model, provider}`; rewritten about once a second.
     /// Unset: none.
     pub metrics_file: Option<PathBuf>,
+    /// Results lines are made durable (fdatasync) once this many are written since the
+    /// last flush (default 50), or `flush_ms` after the first of them, whichever comes first.
+    /// 1 flushes every line. What a power cut can lose: the README's results section.
+    pub flush_lines: u64,
+    /// The longest a written results line waits for its fdatasync, ms (default 1000).
+    pub flush_ms: u64,
+    /// A results or image write blocked this long (ms, default 2000) is stalled: reported
+    /// in the log and the systemd STATUS, and at shutdown abandoned, so that SIGTERM ends
+    /// within about this time even on storage that hangs.
+    pub stall_ms: u64,
+    /// Results lines (and their images) that may wait for storage that is slow or hung
+    /// (default 1000); beyond it a part's line is dropped and counted in `record_errors`.
+    pub backlog_parts: u64,
+    /// Where the device's part sequence (`device_seq`) is reserved, so that it never
+    /// repeats across restarts (default `linesight.seq`, beside the config file; on a
+    /// board, somewhere writable such as `/var/lib/linesight/linesight.seq`).
+    pub seq_file: PathBuf,
+    /// Saved images kept in `save_dir`, MiB: beyond it the oldest are removed (counted in
+    /// the log and the summary). Unset: no limit. Only linesight's own image names are removed.
+    pub keep_mb: Option<u64>,
+    /// Saved images older than this many days are removed. Unset: no limit.
+    pub keep_days: Option<u64>,
 }
 
 impl Default for RecordConfig {
@@ -32,6 +55,13 @@ impl Default for RecordConfig {
             save: SaveImages::None,
             save_dir: PathBuf::from("images"),
             metrics_file: None,
+            flush_lines: 50,
+            flush_ms: 1000,
+            stall_ms: 2000,
+            backlog_parts: 1000,
+            seq_file: PathBuf::from("linesight.seq"),
+            keep_mb: None,
+            keep_days: None,
         }
     }
 }

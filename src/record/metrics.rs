@@ -46,6 +46,8 @@ struct Figures {
     rejects_by_reason: BTreeMap<String, u64>,
     latency: BTreeMap<String, Buckets>,
     threshold: f64,
+    record_errors: u64,
+    record_backlog: u64,
 }
 
 /// An f32 as the f64 it prints as (6.7577534, not 6.757753372192383).
@@ -105,6 +107,19 @@ impl Collector for LineFigures {
             None,
             MetricType::Gauge,
         )?)?;
+        let errors = ConstCounter::new(f.record_errors);
+        errors.encode(encoder.encode_descriptor(
+            "linesight_record_errors",
+            "Results lines not written: a write failed, the backlog was full, or a blocked write was abandoned.",
+            None,
+            errors.metric_type(),
+        )?)?;
+        ConstGauge::new(f.record_backlog as i64).encode(encoder.encode_descriptor(
+            "linesight_record_backlog",
+            "Parts waiting for the record's storage.",
+            None,
+            MetricType::Gauge,
+        )?)?;
         Ok(())
     }
 }
@@ -133,6 +148,7 @@ impl Metrics {
         f.parts = s.parts;
         f.rejects_by_reason.clone_from(&s.rejects_by_reason);
         f.latency.clone_from(&s.latency_buckets);
+        (f.record_errors, f.record_backlog) = (s.record_errors, s.record_backlog);
         if let Some(t) = threshold {
             f.threshold = as_printed(t);
         }
@@ -203,6 +219,8 @@ mod tests {
             rejects_by_reason: BTreeMap::from([("above_threshold".into(), 2), ("deadline_missed".into(), 1)]),
             latency_buckets: BTreeMap::from([("inference".into(), latencies(&[36.0, 42.78, 46.66]))]),
             parts_per_second: 10.0,
+            record_errors: 4,
+            record_backlog: 2,
             ..Default::default()
         }
     }
@@ -228,6 +246,8 @@ mod tests {
             "linesight_stage_latency_seconds_bucket{stage=\"inference\",le=\"10\"} 3\n",
             "linesight_stage_latency_seconds_bucket{stage=\"inference\",le=\"+Inf\"} 3\n",
             "# TYPE linesight_threshold gauge\nlinesight_threshold 6.75\n",
+            "# TYPE linesight_record_errors_total counter\nlinesight_record_errors_total 4\n",
+            "# TYPE linesight_record_backlog gauge\nlinesight_record_backlog 2\n",
         ] {
             assert!(text.contains(want), "no {want:?} in\n{text}");
         }

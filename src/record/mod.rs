@@ -1,11 +1,20 @@
-//! Where verdicts go: the results log and the run's statistics.
+//! Where verdicts go: the results log, saved images, the metrics file, the run's
+//! statistics, and the writer thread that keeps storage off the record thread.
 
+mod flush;
 mod metrics;
 mod overlay;
 mod results;
+mod retention;
+mod seq;
 mod summary;
+mod writer;
 
+pub use flush::FlushPolicy;
 pub use metrics::{Metrics, MetricsFile, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
-pub use overlay::{overlay, Snapshot};
-pub use results::{PartRecord, ResultsLog, StageLatency};
+pub use overlay::{image_name, overlay, Snapshot};
+pub use results::{plan_tail, results_line, NotResults, PartRecord, Repair, ResultsLog, StageLatency, TailPlan};
+pub use retention::{plan as retention_plan, sweep as retention_sweep, Keep, Saved};
+pub use seq::{SeqBlock, SeqFile, BLOCK as SEQ_BLOCK};
 pub use summary::{RunStats, Summary};
+pub use writer::{Health, ImageDone, ImageJob, PartJob, ToSinks, Writer, WriterEnd, WriterSettings};

@@ -40,15 +40,8 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Writes `<dir>/<id>_<reason>.png` (the frame in grey with the map in red) and
-    /// returns its path.
-    pub fn save(
-        &self,
-        dir: &std::path::Path,
-        id: u64,
-        reason: &str,
-        threshold: f32,
-    ) -> anyhow::Result<std::path::PathBuf> {
+    /// Writes the frame in grey with the map in red to `path` (a PNG), creating its folder.
+    pub fn save(&self, path: &std::path::Path, threshold: f32) -> anyhow::Result<()> {
         use anyhow::Context;
         let p = &self.pixels;
         let gray = match p.format {
@@ -60,11 +53,19 @@ impl Snapshot {
                 .collect(),
         };
         let img = GrayImage::from_raw(p.width, p.height, gray).context("frame buffer does not match its size")?;
-        std::fs::create_dir_all(dir).with_context(|| format!("record.save_dir: cannot create {}", dir.display()))?;
-        let path = dir.join(format!("{id:08}_{reason}.png"));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("record.save_dir: cannot create {}", dir.display()))?;
+        }
         overlay(&img, Some(&self.map), threshold, self.resize)
-            .save(&path)
+            .save(path)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(path)
+        Ok(())
     }
+}
+
+/// A saved image's file name: `<device_seq>_<run_id>_<id>_<reason>.png`. The device
+/// sequence first, so that names sort oldest first and no run overwrites another's.
+pub fn image_name(device_seq: u64, run_id: &str, id: u64, reason: &str) -> String {
+    format!("{device_seq:010}_{run_id}_{id:08}_{reason}.png")
 }

@@ -26,6 +26,10 @@ pub struct RunStats {
     scored: Vec<(f32, bool)>,
     started_ns: u64,
     last_capture_ns: u64,
+    /// The writer's figures, copied in by the record thread.
+    pub record_errors: u64,
+    pub record_backlog: u64,
+    pub images_removed: u64,
 }
 
 /// The numbers a user checks at the end of a run.
@@ -50,6 +54,13 @@ pub struct Summary {
     pub image_auroc: Option<f64>,
     /// The execution provider that served the model.
     pub provider: String,
+    /// Results lines not written (a write failed, the backlog was full, or a blocked
+    /// write was abandoned at shutdown).
+    pub record_errors: u64,
+    /// Parts waiting for the record's storage now.
+    pub record_backlog: u64,
+    /// Saved images removed by retention (`record.keep_mb`, `record.keep_days`).
+    pub images_removed: u64,
 }
 
 impl RunStats {
@@ -68,6 +79,9 @@ impl RunStats {
             scored: Vec::new(),
             started_ns,
             last_capture_ns: started_ns,
+            record_errors: 0,
+            record_backlog: 0,
+            images_removed: 0,
         }
     }
 
@@ -134,6 +148,9 @@ impl RunStats {
             defect,
             image_auroc: auroc(&self.scored),
             provider: String::new(),
+            record_errors: self.record_errors,
+            record_backlog: self.record_backlog,
+            images_removed: self.images_removed,
         }
     }
 
@@ -185,6 +202,20 @@ impl Summary {
         if let Some(f) = self.false_reject_rate {
             let _ = writeln!(s, "false rejects {:.4}  ({} good parts)", f, self.good);
         }
+        if self.record_errors > 0 || self.record_backlog > 0 {
+            let _ = writeln!(
+                s,
+                "record_errors {}  (results lines not written; {} waiting for storage)",
+                self.record_errors, self.record_backlog
+            );
+        }
+        if self.images_removed > 0 {
+            let _ = writeln!(
+                s,
+                "images removed {}  (oldest first: record.keep_mb / keep_days)",
+                self.images_removed
+            );
+        }
         s
     }
 }
@@ -196,6 +227,8 @@ mod tests {
 
     fn part(id: u64, total_ms: f64) -> PartRecord {
         PartRecord {
+            run_id: "r".into(),
+            device_seq: id,
             id,
             capture_ns: id * 1_000_000,
             frame_ns: None,

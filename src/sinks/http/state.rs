@@ -269,6 +269,8 @@ mod tests {
     pub(crate) fn record(id: u64, score: f32, threshold: f32) -> PartRecord {
         let reason = crate::judge::Threshold(threshold).judge(score);
         PartRecord {
+            run_id: "r".into(),
+            device_seq: id,
             id,
             capture_ns: id * 100_000_000,
             frame_ns: None,

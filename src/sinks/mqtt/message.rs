@@ -75,6 +75,8 @@ struct ResultMessage<'a> {
     run_id: &'a str,
     device_id: &'a str,
     seq: u64,
+    /// The device's part number, as in results.jsonl: never repeated across restarts.
+    device_seq: u64,
     id: u64,
     /// CLOCK_MONOTONIC ns, as in results.jsonl.
     capture_ns: u64,
@@ -107,6 +109,7 @@ pub fn result(info: &LineInfo, device_id: &str, seq: u64, r: &PartRecord, image:
         run_id: &info.run_id,
         device_id,
         seq,
+        device_seq: r.device_seq,
         id: r.id,
         capture_ns: r.capture_ns,
         capture_unix_ms: r.unix_ms.saturating_sub(l.total_ms.max(0.0).round() as u64),
@@ -319,6 +322,8 @@ mod tests {
 
     pub(crate) fn part(id: u64, reason: Reason) -> PartRecord {
         PartRecord {
+            run_id: "r".into(),
+            device_seq: id,
             id,
             capture_ns: 5_000_000_000 + id,
             frame_ns: None,
@@ -373,6 +378,7 @@ mod tests {
                 "run_id": "19a2b3c4d5e-4d2",
                 "device_id": "cam-07",
                 "seq": 17,
+                "device_seq": 42,
                 "id": 42,
                 "capture_ns": 5_000_000_042u64,
                 "capture_unix_ms": 1_790_000_000_463u64,
