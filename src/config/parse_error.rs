@@ -172,12 +172,8 @@ fn described(table: Node<'_>, path: &str, what: &str) -> Option<(String, usize)>
     let unknown_field = quoted_after(what, "unknown field `");
     for (segment, key_span, child) in table.children() {
         let here = join(path, &segment);
-        let start = key_span.clone().or(child.span()).map(|s| s.start)?;
-        if unknown_field.is_some_and(|f| segment == f) {
-            return Some((here, start));
-        }
-        if let Some(v) = child.value() {
-            if is_described(v, what) {
+        if let Some(start) = key_span.clone().or(child.span()).map(|s| s.start) {
+            if unknown_field.is_some_and(|f| segment == f) || child.value().is_some_and(|v| is_described(v, what)) {
                 return Some((here, start));
             }
         }
@@ -247,7 +243,7 @@ mod tests {
         assert!(m.starts_with("camera.kind: unknown variant `usb`"), "{m}");
         let out = TAIL.replace("kind = \"simulated\"", "kind = \"gpio\"\nchip = \"c\"\nline = 5\nactive_low = \"yes\"");
         let m = message(&format!("[camera]\nkind = \"synthetic\"\n{out}"));
-        assert!(m.starts_with("reject.output.active_low: invalid type: string \"yes\", expected a boolean (line 10"), "{m}");
+        assert!(m.starts_with("reject.output.active_low: invalid type: string \"yes\", expected a boolean (line 11"), "{m}");
     }
 
     #[test]
@@ -258,7 +254,7 @@ mod tests {
             "decision.queue_depth: invalid type: string \"4\", expected usize (line 10, column 15: `queue_depth = \"4\"`)"
         );
         let m = message(&format!("[camera]\nkind = \"synthetic\"\n{TAIL}[runtime]\nproviders = [\"cpu\", 3]\n"));
-        assert!(m.starts_with("runtime.providers[1]: invalid type: integer `3`"), "{m}");
+        assert!(m.starts_with("runtime.providers[1]: wanted string or table (line 10, column 21"), "{m}");
         let m = message(&format!("[camera]\nkind = \"synthetic\"\n{TAIL}[decision]\nqueue_depth = -4\n"));
         assert!(m.starts_with("decision.queue_depth: invalid value: integer `-4`, expected usize (line 10"), "{m}");
     }

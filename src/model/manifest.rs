@@ -393,7 +393,7 @@ mod tests {
                 "input.mean[0]: expected a finite value inside input.value_range [1, 0], found NaN",
                 "input.std[0]: expected a finite value more than 0 and at most the value range's width (inf), found -0.5",
                 "calibration.threshold: expected a finite score, found inf",
-                "calibration.p99: expected at most calibration.p995 (8.507368), found 20",
+                "calibration.p99: expected at most calibration.p995 (8.507367), found 20",
             ]
         );
         let mut m = shipped();
