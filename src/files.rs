@@ -64,7 +64,10 @@ pub fn read_text_capped(path: &Path, cap: u64) -> Result<String, ReadError> {
     String::from_utf8(bytes).map_err(|e| {
         ReadError::Io(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+            format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
         ))
     })
 }
@@ -93,7 +96,10 @@ mod tests {
     #[test]
     fn devices_and_fifos_are_refused_without_blocking() {
         let e = read_capped(Path::new("/dev/zero"), MIB).unwrap_err();
-        assert_eq!(e.to_string(), "not a regular file (it is a character device); linesight reads only regular files here");
+        assert_eq!(
+            e.to_string(),
+            "not a regular file (it is a character device); linesight reads only regular files here"
+        );
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
         let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
@@ -101,7 +107,10 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let e = read_capped(&fifo, MIB).unwrap_err();
         assert!(e.to_string().contains("a FIFO"), "{e}");
-        assert!(read_capped(dir.path(), MIB).unwrap_err().to_string().contains("a directory"));
+        assert!(read_capped(dir.path(), MIB)
+            .unwrap_err()
+            .to_string()
+            .contains("a directory"));
     }
 
     #[test]

@@ -372,7 +372,11 @@ mod tests {
     #[test]
     fn an_image_outside_the_limit_is_refused_from_its_header() {
         let l = FrameLimit::for_input((16, 16), 2);
-        for format in [image::ImageFormat::Png, image::ImageFormat::Jpeg, image::ImageFormat::Bmp] {
+        for format in [
+            image::ImageFormat::Png,
+            image::ImageFormat::Jpeg,
+            image::ImageFormat::Bmp,
+        ] {
             let px = decode_image(&encoded(32, 8, format), &l).unwrap();
             assert_eq!((px.width, px.height), (32, 8), "{format:?}");
             let e = decode_image(&encoded(33, 8, format), &l).unwrap_err();
@@ -389,7 +393,10 @@ mod tests {
         let jpeg = encoded(64, 64, image::ImageFormat::Jpeg);
         let mut padded = jpeg.clone();
         padded.extend_from_slice(&[0; 16]);
-        assert!(decode_image(&padded, &l).is_ok(), "zero padding after the marker is fine");
+        assert!(
+            decode_image(&padded, &l).is_ok(),
+            "zero padding after the marker is fine"
+        );
         let e = decode_image(&jpeg[..jpeg.len() * 2 / 3], &l).unwrap_err();
         assert!(e.starts_with("truncated JPEG (64x64 px"), "{e}");
         for format in [image::ImageFormat::Png, image::ImageFormat::Bmp] {

@@ -205,7 +205,12 @@ fn source_loop(
         seen += 1;
         // A frame of any source outside the limit is never resized: a huge one would take
         // seconds and push the parts behind it past their deadlines.
-        if let Some(why) = frame.image.as_ref().ok().and_then(|px| limit.check(px.width, px.height).err()) {
+        if let Some(why) = frame
+            .image
+            .as_ref()
+            .ok()
+            .and_then(|px| limit.check(px.width, px.height).err())
+        {
             frame.image = Err(NoImage::broken(format!("frame refused: {why}")));
         }
         if every(faults.broken_frame_every, frame.id) {

@@ -260,7 +260,10 @@ impl V4l2Camera {
             p.bad("camera.width", "set camera.width and camera.height together");
         }
         if let Some(fps) = self.fps.filter(|f| !(*f >= 0.1 && *f <= 1000.0)) {
-            p.bad("camera.fps", format!("expected 0.1 to 1000 frames per second, found {fps}"));
+            p.bad(
+                "camera.fps",
+                format!("expected 0.1 to 1000 frames per second, found {fps}"),
+            );
         }
         if let Some(us) = self.exposure_us {
             range(p, "camera.exposure_us", us.into(), 1, 10_000_000, "µs");
@@ -311,7 +314,9 @@ mod tests {
             };
             assert_eq!(
                 problems(c),
-                [format!("camera.parts_per_second: expected 0.01 to 1000 parts per second, found {pps}")]
+                [format!(
+                    "camera.parts_per_second: expected 0.01 to 1000 parts per second, found {pps}"
+                )]
             );
         }
         let slow = SyntheticCamera {

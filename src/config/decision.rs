@@ -57,7 +57,14 @@ impl DecisionConfig {
         } else {
             range(p, "decision.queue_depth", self.queue_depth as u64, 1, 64, "frames");
         }
-        range(p, "decision.max_frame_scale", self.max_frame_scale.into(), 1, 64, "times the model input");
+        range(
+            p,
+            "decision.max_frame_scale",
+            self.max_frame_scale.into(),
+            1,
+            64,
+            "times the model input",
+        );
     }
 }
 

@@ -88,7 +88,13 @@ impl<'a> Node<'a> {
 
     /// (key path segment, the key's span, the child), in the document's order.
     fn children(self) -> Vec<(String, Option<Range<usize>>, Node<'a>)> {
-        let key = |k: &str| if k.contains(['.', ' ', '"']) { format!("{k:?}") } else { k.to_string() };
+        let key = |k: &str| {
+            if k.contains(['.', ' ', '"']) {
+                format!("{k:?}")
+            } else {
+                k.to_string()
+            }
+        };
         match self {
             Node::Item(Item::Table(t)) => t
                 .iter()
@@ -98,8 +104,13 @@ impl<'a> Node<'a> {
                 .iter()
                 .enumerate()
                 .flat_map(|(n, t)| {
-                    t.iter()
-                        .map(move |(k, i)| (format!("[{n}].{}", key(k)), t.key(k).and_then(|k| k.span()), Node::Item(i)))
+                    t.iter().map(move |(k, i)| {
+                        (
+                            format!("[{n}].{}", key(k)),
+                            t.key(k).and_then(|k| k.span()),
+                            Node::Item(i),
+                        )
+                    })
                 })
                 .collect(),
             n => match n.value() {
@@ -127,7 +138,8 @@ fn join(path: &str, segment: &str) -> String {
 }
 
 fn contains(span: &Option<Range<usize>>, at: usize) -> bool {
-    span.as_ref().is_some_and(|s| s.start <= at && at < s.end.max(s.start + 1))
+    span.as_ref()
+        .is_some_and(|s| s.start <= at && at < s.end.max(s.start + 1))
 }
 
 /// The key path of the item at byte `at` and the byte to show; inside a table that the
@@ -234,29 +246,52 @@ mod tests {
             m,
             "camera.width: invalid type: string \"256\", expected u32 (line 3, column 1: `width = \"256\"`)"
         );
-        let m = message(&format!("[camera]\nkind = \"v4l2\"\ndevice = \"/dev/video0\"\ncontrols = {{ gain = 1.5 }}\n{TAIL}"));
-        assert!(m.starts_with("camera.controls.gain: invalid type: floating point `1.5`, expected i32 (line 4"), "{m}");
+        let m = message(&format!(
+            "[camera]\nkind = \"v4l2\"\ndevice = \"/dev/video0\"\ncontrols = {{ gain = 1.5 }}\n{TAIL}"
+        ));
+        assert!(
+            m.starts_with("camera.controls.gain: invalid type: floating point `1.5`, expected i32 (line 4"),
+            "{m}"
+        );
         let m = message(&format!("[camera]\nkind = \"synthetic\"\ncolour = 1\n{TAIL}"));
         assert!(m.starts_with("camera.colour: unknown field `colour`"), "{m}");
         assert!(m.ends_with("(line 3, column 1: `colour = 1`)"), "{m}");
         let m = message(&format!("[camera]\nwidth = 64\nkind = \"usb\"\n{TAIL}"));
         assert!(m.starts_with("camera.kind: unknown variant `usb`"), "{m}");
-        let out = TAIL.replace("kind = \"simulated\"", "kind = \"gpio\"\nchip = \"c\"\nline = 5\nactive_low = \"yes\"");
+        let out = TAIL.replace(
+            "kind = \"simulated\"",
+            "kind = \"gpio\"\nchip = \"c\"\nline = 5\nactive_low = \"yes\"",
+        );
         let m = message(&format!("[camera]\nkind = \"synthetic\"\n{out}"));
-        assert!(m.starts_with("reject.output.active_low: invalid type: string \"yes\", expected a boolean (line 11"), "{m}");
+        assert!(
+            m.starts_with("reject.output.active_low: invalid type: string \"yes\", expected a boolean (line 11"),
+            "{m}"
+        );
     }
 
     #[test]
     fn a_type_error_in_a_plain_section_names_its_key_and_line() {
-        let m = message(&format!("[camera]\nkind = \"synthetic\"\n{TAIL}[decision]\nqueue_depth = \"4\"\n"));
+        let m = message(&format!(
+            "[camera]\nkind = \"synthetic\"\n{TAIL}[decision]\nqueue_depth = \"4\"\n"
+        ));
         assert_eq!(
             m,
             "decision.queue_depth: invalid type: string \"4\", expected usize (line 10, column 15: `queue_depth = \"4\"`)"
         );
-        let m = message(&format!("[camera]\nkind = \"synthetic\"\n{TAIL}[runtime]\nproviders = [\"cpu\", 3]\n"));
-        assert!(m.starts_with("runtime.providers[1]: wanted string or table (line 10, column 21"), "{m}");
-        let m = message(&format!("[camera]\nkind = \"synthetic\"\n{TAIL}[decision]\nqueue_depth = -4\n"));
-        assert!(m.starts_with("decision.queue_depth: invalid value: integer `-4`, expected usize (line 10"), "{m}");
+        let m = message(&format!(
+            "[camera]\nkind = \"synthetic\"\n{TAIL}[runtime]\nproviders = [\"cpu\", 3]\n"
+        ));
+        assert!(
+            m.starts_with("runtime.providers[1]: wanted string or table (line 10, column 21"),
+            "{m}"
+        );
+        let m = message(&format!(
+            "[camera]\nkind = \"synthetic\"\n{TAIL}[decision]\nqueue_depth = -4\n"
+        ));
+        assert!(
+            m.starts_with("decision.queue_depth: invalid value: integer `-4`, expected usize (line 10"),
+            "{m}"
+        );
     }
 
     #[test]
@@ -264,6 +299,9 @@ mod tests {
         let m = message(&format!("[camera]\nkind = \"folder\"\n{TAIL}"));
         assert_eq!(m, "camera: missing field `path` (line 1, column 1: `[camera]`)");
         let m = message("[camera]\nkind = \"synthetic\"\n[model\n");
-        assert!(m.starts_with("TOML parse error at line 3, column 7: invalid table header"), "{m}");
+        assert!(
+            m.starts_with("TOML parse error at line 3, column 7: invalid table header"),
+            "{m}"
+        );
     }
 }

@@ -50,9 +50,21 @@ mod tests {
     #[test]
     fn a_pulse_that_would_wrap_or_hold_the_ejector_is_refused() {
         for (pulse_ms, delay_ms, want) in [
-            (18_446_744_073_710, 300, vec!["reject.pulse_ms: expected 1 to 5000 ms, found 18446744073710"]),
-            (0, 300, vec!["reject.pulse_ms: must be at least 1 ms, or the ejector never fires"]),
-            (5000, 60_001, vec!["reject.delay_ms: expected at most 60000 ms from camera to ejector, found 60001"]),
+            (
+                18_446_744_073_710,
+                300,
+                vec!["reject.pulse_ms: expected 1 to 5000 ms, found 18446744073710"],
+            ),
+            (
+                0,
+                300,
+                vec!["reject.pulse_ms: must be at least 1 ms, or the ejector never fires"],
+            ),
+            (
+                5000,
+                60_001,
+                vec!["reject.delay_ms: expected at most 60000 ms from camera to ejector, found 60001"],
+            ),
             (1, 2, vec![]),
         ] {
             let c = RejectConfig {

@@ -177,7 +177,14 @@ impl RuntimeConfig {
         }
         range(p, "runtime.intra_threads", self.intra_threads as u64, 0, 256, "threads");
         range(p, "runtime.warmup_runs", self.warmup_runs.into(), 0, 1000, "runs");
-        range(p, "runtime.tensorrt.workspace_mb", self.tensorrt.workspace_mb, 0, 262_144, "MiB");
+        range(
+            p,
+            "runtime.tensorrt.workspace_mb",
+            self.tensorrt.workspace_mb,
+            0,
+            262_144,
+            "MiB",
+        );
     }
 }
 

@@ -53,7 +53,14 @@ impl StatusConfig {
                 ),
             );
         } else {
-            range(p, "status.camera_retry_max_ms", self.camera_retry_max_ms, 1, 600_000, "ms");
+            range(
+                p,
+                "status.camera_retry_max_ms",
+                self.camera_retry_max_ms,
+                1,
+                600_000,
+                "ms",
+            );
         }
     }
 }

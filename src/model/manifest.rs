@@ -1,7 +1,7 @@
 //! `model.toml`: the contract between the training side and linesight.
 
-use crate::frame::{FrameLimit, FrameSpec, PixelFormat};
 use crate::files;
+use crate::frame::{FrameLimit, FrameSpec, PixelFormat};
 use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -274,7 +274,12 @@ impl Calibration {
         for pair in q.windows(2) {
             let [(qa, a), (qb, b)] = [pair[0], pair[1]];
             if a > b {
-                let name = |q: f64| names[[0.0, 0.5, 0.9, 0.95, 0.99, 0.995, 1.0].iter().position(|x| *x == q).unwrap()];
+                let name = |q: f64| {
+                    names[[0.0, 0.5, 0.9, 0.95, 0.99, 0.995, 1.0]
+                        .iter()
+                        .position(|x| *x == q)
+                        .unwrap()]
+                };
                 out.push(format!(
                     "calibration.{}: expected at most calibration.{} ({b}), found {a}",
                     name(qa),
@@ -303,7 +308,11 @@ impl Calibration {
         for pair in q.windows(2) {
             let [(qa, a), (qb, b)] = [pair[0], pair[1]];
             if t < b {
-                let at = if b > a { qa + (qb - qa) * ((t - a) / (b - a)) as f64 } else { qb };
+                let at = if b > a {
+                    qa + (qb - qa) * ((t - a) / (b - a)) as f64
+                } else {
+                    qb
+                };
                 return Some(1.0 - at);
             }
         }
@@ -411,21 +420,43 @@ mod tests {
     #[test]
     fn a_threshold_outside_the_calibration_is_warned_about_with_what_it_implies() {
         let m = shipped();
-        assert_eq!(m.threshold_warning(m.calibration.threshold, "calibration.threshold"), None);
+        assert_eq!(
+            m.threshold_warning(m.calibration.threshold, "calibration.threshold"),
+            None
+        );
         let high = m.threshold_warning(1e30, "decision.threshold").unwrap();
         assert!(high.starts_with("WARN decision.threshold = 1000000000000000000000000000000 is above the highest good score of the calibration (10.375362) plus 3 standard deviations"), "{high}");
-        assert!(high.contains("rejects none of the 1000 good calibration parts (false-reject rate 0 on the calibration data)"), "{high}");
+        assert!(
+            high.contains(
+                "rejects none of the 1000 good calibration parts (false-reject rate 0 on the calibration data)"
+            ),
+            "{high}"
+        );
         assert!(high.contains("recall at most 0.9138"), "{high}");
         let low = m.threshold_warning(-1.0, "decision.threshold").unwrap();
-        assert!(low.contains("below the mean good score of the calibration (4.262093)"), "{low}");
-        assert!(low.contains("rejects 100.0% of the 1000 good calibration parts (false-reject rate 1.000"), "{low}");
+        assert!(
+            low.contains("below the mean good score of the calibration (4.262093)"),
+            "{low}"
+        );
+        assert!(
+            low.contains("rejects 100.0% of the 1000 good calibration parts (false-reject rate 1.000"),
+            "{low}"
+        );
         // Between the quantiles: p50 = 4.0676 of the shipped model, so 4.0676 rejects half.
         let c = &m.calibration;
         assert!((c.good_rejected(c.p50.unwrap()).unwrap() - 0.5).abs() < 1e-9);
         assert!((c.good_rejected(c.p99).unwrap() - 0.01).abs() < 1e-9);
         assert_eq!(c.good_rejected(c.max + 1.0), Some(0.0));
-        let old = Calibration { min: None, p50: None, ..c.clone() };
-        assert_eq!(old.good_rejected(0.0), None, "below p99 with no lower quantile: only a bound");
+        let old = Calibration {
+            min: None,
+            p50: None,
+            ..c.clone()
+        };
+        assert_eq!(
+            old.good_rejected(0.0),
+            None,
+            "below p99 with no lower quantile: only a bound"
+        );
     }
 
     #[test]

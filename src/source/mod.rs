@@ -94,11 +94,7 @@ pub fn open(
 
 /// Opens the configured device source once, unsupervised (check, collect, and each
 /// reopen after a loss). `stall` bounds how long one `next_frame` may wait for a frame.
-pub fn open_device(
-    config: &Config,
-    frames: FrameSpec,
-    stall: std::time::Duration,
-) -> anyhow::Result<Box<dyn Source>> {
+pub fn open_device(config: &Config, frames: FrameSpec, stall: std::time::Duration) -> anyhow::Result<Box<dyn Source>> {
     Ok(match &config.camera {
         CameraConfig::Synthetic(c) => Box::new(SyntheticSource::new(c.clone(), c.parts_per_second)),
         CameraConfig::Folder {

@@ -56,7 +56,10 @@ pub fn linesight(args: &[&str]) -> Said {
     };
     let text = out.join().unwrap() + &err.join().unwrap();
     use std::os::unix::process::ExitStatusExt;
-    assert!(status.signal().is_none(), "linesight {args:?} died on a signal ({status}):\n{text}");
+    assert!(
+        status.signal().is_none(),
+        "linesight {args:?} died on a signal ({status}):\n{text}"
+    );
     Said {
         success: status.success(),
         text,
@@ -91,7 +94,12 @@ pub fn with(base: &str, section: &str, line: &str) -> String {
 pub fn mkfifo(path: &Path) {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: mkfifo reads the NUL-terminated path we own.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", path.display());
+    assert_eq!(
+        unsafe { libc::mkfifo(c.as_ptr(), 0o600) },
+        0,
+        "mkfifo {}",
+        path.display()
+    );
 }
 
 /// Each config case: `check` fails (or, for a warning, passes the config) and says each of
@@ -100,10 +108,12 @@ pub fn mkfifo(path: &Path) {
 fn hostile_configs_are_refused_with_their_key() {
     let dir = tempfile::tempdir().unwrap();
     let base = base_config(dir.path(), None);
-    let cases: Vec<(&str, String, bool, Vec<&str>)> = vec![
+    // (name, config, the config itself is valid, check passes, what check says)
+    let cases: Vec<(&str, String, bool, bool, Vec<&str>)> = vec![
         (
             "queue_depth",
             with(&base, "decision", "queue_depth = 100000000000"),
+            false,
             false,
             vec!["decision.queue_depth: expected 1 to 64 frames, found 100000000000"],
         ),
@@ -111,11 +121,13 @@ fn hostile_configs_are_refused_with_their_key() {
             "intra_threads",
             with(&base, "runtime", "intra_threads = 100000").replace("intra_threads = 1\n", ""),
             false,
+            false,
             vec!["runtime.intra_threads: expected 0 to 256 threads, found 100000"],
         ),
         (
             "warmup_runs",
             with(&base, "runtime", "warmup_runs = 4000000000"),
+            false,
             false,
             vec!["runtime.warmup_runs: expected 0 to 1000 runs, found 4000000000"],
         ),
@@ -123,11 +135,13 @@ fn hostile_configs_are_refused_with_their_key() {
             "warmup_runs float",
             with(&base, "runtime", "warmup_runs = 4e9"),
             false,
+            false,
             vec!["runtime.warmup_runs: invalid type: floating point `4000000000", "expected u32 (line 9, column 15"],
         ),
         (
             "pulse_ms wraps",
             with(&base, "reject", "pulse_ms = 18446744073710"),
+            false,
             false,
             vec!["reject.pulse_ms: expected 1 to 5000 ms, found 18446744073710"],
         ),
@@ -135,11 +149,13 @@ fn hostile_configs_are_refused_with_their_key() {
             "pulse_ms float",
             with(&base, "reject", "pulse_ms = 1e12"),
             false,
+            false,
             vec!["reject.pulse_ms: invalid type: floating point", "expected u64 (line 14, column 12: `pulse_ms = 1e12`)"],
         ),
         (
             "parts_per_second",
             with(&base, "camera", "parts_per_second = 1e-12"),
+            false,
             false,
             vec!["camera.parts_per_second: expected 0.01 to 1000 parts per second, found 0.000000000001"],
         ),
@@ -147,17 +163,20 @@ fn hostile_configs_are_refused_with_their_key() {
             "type error in a tagged section",
             with(&base, "camera", "width = \"256\""),
             false,
+            false,
             vec!["camera.width: invalid type: string \"256\", expected u32 (line 3, column 1: `width = \"256\"`)"],
         ),
         (
             "type error in an output",
             with(&base, "reject.output", "edge_log = 5"),
             false,
+            false,
             vec!["reject.output.edge_log: invalid type: integer `5`", "(line 17, column 1: `edge_log = 5`)"],
         ),
         (
             "frames larger than the model takes",
             with(&base, "camera", "width = 8192\nheight = 8192"),
+            true,
             false,
             vec![
                 "frames: PROBLEM: camera.width, camera.height: every frame would be rejected as broken_frame: 8192x8192 px, larger than the largest frame inspected, 2048x2048 px (decision.max_frame_scale = 16 times the model's 128x128 input)",
@@ -166,6 +185,7 @@ fn hostile_configs_are_refused_with_their_key() {
         (
             "threshold far above the calibration",
             with(&base, "decision", "threshold = 1e30"),
+            true,
             true,
             vec![
                 "threshold: WARN decision.threshold = 1000000000000000000000000000000 is above the highest good score of the calibration (10.375362) plus 3 standard deviations",
@@ -176,22 +196,31 @@ fn hostile_configs_are_refused_with_their_key() {
             "negative threshold",
             with(&base, "decision", "threshold = -5.0"),
             true,
+            true,
             vec![
                 "threshold: WARN decision.threshold = -5 is below the mean good score of the calibration (4.262093): it rejects 100.0% of the 1000 good calibration parts (false-reject rate 1.000 on the calibration data)",
             ],
         ),
     ];
     let mut failures = Vec::new();
-    for (name, text, config_ok, expects) in cases {
+    for (name, text, config_ok, check_ok, expects) in cases {
         let path = dir.path().join("linesight.toml");
         std::fs::write(&path, &text).unwrap();
         let said = check(&path);
         let config_line = said.text.contains("config ") && said.text.contains(": ok");
         if config_line != config_ok {
-            failures.push(format!("{name}: the config was {}accepted\n{}", if config_ok { "not " } else { "" }, said.text));
+            failures.push(format!(
+                "{name}: the config was {}accepted\n{}",
+                if config_ok { "not " } else { "" },
+                said.text
+            ));
         }
-        if !config_ok && said.success {
-            failures.push(format!("{name}: check passed\n{}", said.text));
+        if said.success != check_ok {
+            failures.push(format!(
+                "{name}: check {}\n{}",
+                if check_ok { "failed" } else { "passed" },
+                said.text
+            ));
         }
         for e in expects {
             if !said.text.contains(e) {
@@ -209,7 +238,8 @@ fn a_device_a_fifo_or_a_huge_file_as_config_is_refused_unread() {
     let said = linesight(&["check", "--config", "/dev/zero"]);
     assert!(!said.success);
     assert!(
-        said.text.contains("cannot read config /dev/zero: not a regular file (it is a character device)"),
+        said.text
+            .contains("cannot read config /dev/zero: not a regular file (it is a character device)"),
         "{}",
         said.text
     );
@@ -230,7 +260,8 @@ fn a_device_a_fifo_or_a_huge_file_as_config_is_refused_unread() {
     let said = check(&big);
     assert!(!said.success);
     assert!(
-        said.text.contains("bytes, more than the 1048576 bytes read at most here"),
+        said.text
+            .contains("bytes, more than the 1048576 bytes read at most here"),
         "{}",
         said.text
     );
@@ -241,7 +272,10 @@ fn a_device_a_fifo_or_a_huge_file_as_config_is_refused_unread() {
 fn manifest(dir: &Path, name: &str, edit: impl FnOnce(String) -> String) -> PathBuf {
     let text = std::fs::read_to_string(repo().join("models/sim-flange/model.toml")).unwrap();
     let onnx = repo().join("models/sim-flange/model.onnx");
-    let text = text.replace("onnx = \"model.onnx\"", &format!("onnx = {:?}", onnx.display().to_string()));
+    let text = text.replace(
+        "onnx = \"model.onnx\"",
+        &format!("onnx = {:?}", onnx.display().to_string()),
+    );
     let model = dir.join(name);
     std::fs::create_dir_all(&model).unwrap();
     std::fs::write(model.join("model.toml"), edit(text)).unwrap();

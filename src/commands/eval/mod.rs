@@ -120,7 +120,9 @@ pub fn score_all(
 ) -> anyhow::Result<Vec<Scored>> {
     let spec = detector.manifest.input.clone();
     // The frames the line would inspect, at the default decision.max_frame_scale.
-    let limit = spec.frames(crate::config::DecisionConfig::default().max_frame_scale).limit;
+    let limit = spec
+        .frames(crate::config::DecisionConfig::default().max_frame_scale)
+        .limit;
     let n = samples.len();
     let progress = progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut out = Vec::with_capacity(n);
