@@ -229,7 +229,7 @@ impl CameraConfig {
 /// `camera.parts_per_second`, shared by the synthetic and folder sources: at least one part
 /// in 100 s (a slower line is paced no better than an idle one), at most 1000 a second.
 fn check_rate(p: &mut Problems, pps: f64) {
-    if !(pps >= 0.01 && pps <= 1000.0) {
+    if !(0.01..=1000.0).contains(&pps) {
         p.bad(
             "camera.parts_per_second",
             format!("expected 0.01 to 1000 parts per second, found {pps}"),
@@ -259,7 +259,7 @@ impl V4l2Camera {
         if self.width.is_some() != self.height.is_some() {
             p.bad("camera.width", "set camera.width and camera.height together");
         }
-        if let Some(fps) = self.fps.filter(|f| !(*f >= 0.1 && *f <= 1000.0)) {
+        if let Some(fps) = self.fps.filter(|f| !(0.1..=1000.0).contains(f)) {
             p.bad(
                 "camera.fps",
                 format!("expected 0.1 to 1000 frames per second, found {fps}"),

@@ -282,6 +282,9 @@ fn manifest(dir: &Path, name: &str, edit: impl FnOnce(String) -> String) -> Path
     model
 }
 
+/// (name, the edit, the manifest itself is valid, what check says)
+type ManifestCase = (&'static str, Box<dyn FnOnce(String) -> String>, bool, Vec<&'static str>);
+
 #[test]
 fn hostile_manifests_are_refused_with_their_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -291,7 +294,7 @@ fn hostile_manifests_are_refused_with_their_key() {
             t.replacen(from, to, 1)
         }
     };
-    let cases: Vec<(&str, Box<dyn FnOnce(String) -> String>, bool, Vec<&str>)> = vec![
+    let cases: Vec<ManifestCase> = vec![
         (
             "format_version",
             Box::new(swap("format_version = 1", "format_version = 999")),
