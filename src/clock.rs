@@ -22,7 +22,7 @@ pub fn unix_ms() -> u64 {
 }
 
 pub const fn ms_to_ns(ms: u64) -> u64 {
-    ms * 1_000_000
+    ms.saturating_mul(1_000_000)
 }
 
 pub fn ns_to_ms(ns: u64) -> f64 {

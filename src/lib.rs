@@ -8,7 +8,7 @@
 //! ```
 //!
 //! `runtime` opens the live objects a validated `config` names; `pipeline` runs them as
-//! threads. The leaves everything may use: `frame`, `stats`, `clock`, `gpio`, `dataset`,
+//! threads. The leaves everything may use: `frame`, `files`, `stats`, `clock`, `gpio`, `dataset`,
 //! `logging`.
 //! `commands` holds one file per subcommand (the tools sit there, apart from the line).
 
@@ -16,6 +16,7 @@
 pub mod clock;
 pub mod config;
 pub mod dataset;
+pub mod files;
 pub mod frame;
 pub mod gpio;
 pub mod logging;

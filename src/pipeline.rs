@@ -13,7 +13,7 @@
 use crate::actuate::{self, PulseStats, Window};
 use crate::clock;
 use crate::config::{FaultsConfig, SaveImages};
-use crate::frame::{Frame, Reason, Truth};
+use crate::frame::{Frame, FrameLimit, NoImage, Reason, Truth};
 use crate::judge::{Captured, Decision, Failure, InspectionLatency, Judge, Threshold, Timing};
 use crate::model::Detector;
 use crate::preprocess;
@@ -105,6 +105,7 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
     let provider = rt.detector.serving.detail.clone();
     let started_ns = clock::now_ns();
     let faults = config.faults.clone();
+    let limit = rt.detector.manifest.input.frames(config.decision.max_frame_scale).limit;
     let timing = Timing {
         deadline_ns: clock::ms_to_ns(config.decision.deadline_ms),
         reject_delay_ns: clock::ms_to_ns(config.reject.delay_ms),
@@ -174,7 +175,7 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
         })?
     };
     crate::service::ready(&format!("model {model_name} warm, reject output {output} armed")); // systemd READY=1
-    let source_result = source_loop(rt.source, frame_tx, judge_tx, &faults, max_parts, &stop);
+    let source_result = source_loop(rt.source, frame_tx, judge_tx, (&faults, &limit), max_parts, &stop);
 
     // The source is done (or failed): the other stages drain in order.
     crate::service::stopping(); // systemd STOPPING=1
@@ -210,7 +211,7 @@ fn source_loop(
     mut source: Box<dyn Source>,
     frames: Sender<Frame>,
     judge: Sender<ToJudge>,
-    faults: &FaultsConfig,
+    (faults, limit): (&FaultsConfig, &FrameLimit),
     max_parts: Option<u64>,
     stop: &AtomicBool,
 ) -> anyhow::Result<Option<source::CameraHealth>> {
@@ -223,6 +224,16 @@ fn source_loop(
             break;
         };
         seen += 1;
+        // A frame of any source outside the limit is never resized: a huge one would take
+        // seconds and push the parts behind it past their deadlines.
+        if let Some(why) = frame
+            .image
+            .as_ref()
+            .ok()
+            .and_then(|px| limit.check(px.width, px.height).err())
+        {
+            frame.image = Err(NoImage::broken(format!("frame refused: {why}")));
+        }
         if every(faults.broken_frame_every, frame.id) {
             if let Ok(px) = &mut frame.image {
                 px.data.truncate(px.data.len() / 2);

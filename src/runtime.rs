@@ -4,8 +4,8 @@
 
 use crate::actuate::{self, OutputLine};
 use crate::clock;
-use crate::config::{Config, RuntimeConfig};
-use crate::frame::PixelFormat;
+use crate::config::{CameraConfig, Config, RuntimeConfig};
+use crate::frame::{FrameLimit, FrameSpec};
 use crate::judge::Threshold;
 use crate::model::{Detector, Manifest};
 use crate::record::{ResultsLog, SeqBlock, SeqFile, SEQ_BLOCK};
@@ -46,7 +46,14 @@ impl Runtime {
                 .unwrap_or(detector.manifest.calibration.threshold),
         );
         let camera = Arc::new(CameraCell::default());
-        let source = open_source(&config, detector.manifest.input.channels, &camera)?;
+        let frames = detector.manifest.input.frames(config.decision.max_frame_scale);
+        if let Err(e) = camera_fits(&config, &frames.limit) {
+            anyhow::bail!("{e}");
+        }
+        if let Some(w) = detector.manifest.threshold_warning(threshold.0, threshold_key(&config)) {
+            log::warn!("{}", w.trim_start_matches("WARN "));
+        }
+        let source = open_source(&config, frames, &camera)?;
         let results_path = match results_override {
             Some(p) => p.to_path_buf(),
             None => config.resolve(&config.record.results),
@@ -103,13 +110,35 @@ fn open_sequence(seq_file: &SeqFile, last_logged: Option<u64>) -> SeqBlock {
 /// the one wiring for `run` and `collect`. The fault output is requested once the camera
 /// has opened, and left de-energised when the source is dropped. `camera` hears every
 /// loss and recovery too, for the plant's side.
-pub fn open_source(
-    config: &Config,
-    channels: PixelFormat,
-    camera: &Arc<CameraCell>,
-) -> anyhow::Result<Box<dyn Source>> {
+pub fn open_source(config: &Config, frames: FrameSpec, camera: &Arc<CameraCell>) -> anyhow::Result<Box<dyn Source>> {
     let camera = Arc::clone(camera);
-    source::open(config, channels, || Ok(Box::new(FaultOutput::open(config, camera)?)))
+    source::open(config, frames, || Ok(Box::new(FaultOutput::open(config, camera)?)))
+}
+
+/// Where the line's threshold comes from: the config, or the manifest's calibration.
+pub fn threshold_key(config: &Config) -> &'static str {
+    if config.decision.threshold.is_some() {
+        "decision.threshold"
+    } else {
+        "calibration.threshold"
+    }
+}
+
+/// `Err` when the camera is set up for frames that `limit` refuses: every part would be a
+/// broken frame. Cameras whose size is not in the config (folders, the device's own
+/// size) are checked frame by frame.
+pub fn camera_fits(config: &Config, limit: &FrameLimit) -> Result<(), String> {
+    let size = match &config.camera {
+        CameraConfig::Synthetic(c) => Some((c.width, c.height)),
+        CameraConfig::V4l2(c) => c.width.zip(c.height),
+        _ => None,
+    };
+    match size {
+        Some((w, h)) => limit.check(w, h).map_err(|why| {
+            format!("camera.width, camera.height: every frame would be rejected as broken_frame: {why}")
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The `[status] fault_line`, driven from the camera supervisor's reports: asserted while

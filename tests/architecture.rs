@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// within its own layer only the ones named after it.
 const LAYERS: &[&[(&str, &[&str])]] = &[
     // leaves: what every stage shares
-    &[("clock", &[]), ("frame", &[]), ("logging", &[])],
+    &[("clock", &[]), ("files", &[]), ("frame", &[]), ("logging", &[])],
     &[("config", &[]), ("dataset", &[]), ("judge", &[])],
     &[("gpio", &[]), ("stats", &[])],
     // the line, in the data's order

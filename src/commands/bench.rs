@@ -94,7 +94,11 @@ pub fn bench(mut config: Config, runs: usize) -> anyhow::Result<BenchReport> {
     let warm_up_ms = t.elapsed().as_secs_f64() * 1e3;
     // The device alone (no trigger, no supervision): only its frames are wanted.
     let wait = std::time::Duration::from_secs(5);
-    let mut source = source::open_device(&config, detector.manifest.input.channels, wait)?;
+    let mut source = source::open_device(
+        &config,
+        detector.manifest.input.frames(config.decision.max_frame_scale),
+        wait,
+    )?;
     let mut frames: Vec<Pixels> = Vec::with_capacity(FRAMES);
     while frames.len() < FRAMES {
         match source.next_frame().context("camera")? {

@@ -206,7 +206,8 @@ fn good_rejected(good: &[f32], threshold: f64) -> usize {
 fn write_calibration(dir: &Path, stats: &GoodStats, threshold: f64, method: Method, data: &str) -> anyhow::Result<()> {
     use toml_edit::{value, DocumentMut, Item, Table};
     let path = dir.join(MANIFEST_FILE);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = crate::files::read_text_capped(&path, crate::files::MANIFEST_MAX_BYTES)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let mut doc: DocumentMut = text
         .parse()
         .with_context(|| format!("{} is malformed", path.display()))?;

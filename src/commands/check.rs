@@ -3,7 +3,7 @@
 
 use crate::actuate;
 use crate::config::{CameraConfig, Config, OutputConfig, SaveImages, TriggerConfig};
-use crate::frame::PixelFormat;
+use crate::frame::{FrameLimit, FrameSpec, PixelFormat};
 use crate::model::Manifest;
 use crate::{runtime, source};
 use anyhow::Context;
@@ -58,6 +58,36 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             line
         }),
     );
+    // The threshold against the calibration, and the frames the camera gives against the
+    // model's input; the manifest's own problems are on the model's line.
+    if let Ok(m) = Manifest::load(&config.resolve(&config.model.dir)) {
+        let c = &m.calibration;
+        let t = config.decision.threshold.unwrap_or(c.threshold);
+        let key = runtime::threshold_key(&config);
+        let line = m.threshold_warning(t, key).unwrap_or_else(|| {
+            let rejected = c
+                .good_rejected(t)
+                .map_or(String::new(), |r| format!("; false-reject rate {r:.3} on the calibration's good parts"));
+            format!(
+                "{key} = {t}, inside the calibration's plausible range {} (mean good score) to {} (highest + 3 std){rejected}",
+                c.mean,
+                c.max + 3.0 * c.std
+            )
+        });
+        report("threshold", Ok(line));
+        let l = m.input.frames(config.decision.max_frame_scale).limit;
+        report(
+            "frames",
+            runtime::camera_fits(&config, &l)
+                .map(|()| {
+                    format!(
+                        "{}x{} to {}x{} px inspected (decision.max_frame_scale = {}); others are broken_frame",
+                        l.min.0, l.min.1, l.max.0, l.max.1, config.decision.max_frame_scale
+                    )
+                })
+                .map_err(anyhow::Error::msg),
+        );
+    }
     if let Some(lib) = crate::model::library::loaded() {
         report(
             "onnxruntime",
@@ -101,11 +131,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The model's colour, read from its manifest (no ONNX Runtime needed); grey if unreadable.
-pub fn model_channels(config: &Config) -> PixelFormat {
+/// What the model takes from the camera (colour and frame sizes), read from its manifest
+/// (no ONNX Runtime needed); grey frames up to `decision.max_frame_scale` times 1024 px
+/// if unreadable (the model's line says why).
+pub fn model_frames(config: &Config) -> FrameSpec {
+    let scale = config.decision.max_frame_scale;
     Manifest::load(&config.resolve(&config.model.dir))
-        .map(|m| m.input.channels)
-        .unwrap_or(PixelFormat::Gray8)
+        .map(|m| m.input.frames(scale))
+        .unwrap_or(FrameSpec {
+            channels: PixelFormat::Gray8,
+            limit: FrameLimit::for_input((1024, 1024), scale),
+        })
 }
 
 /// Opens camera, trigger input and outputs once each; one line per item for `check`.
@@ -120,7 +156,7 @@ pub fn probe_io(config: &Config) -> Vec<(&'static str, anyhow::Result<String>)> 
     let wait = Duration::from_millis(config.status.camera_stall_ms.max(2000));
     out.push((
         "camera",
-        source::open_device(config, model_channels(config), wait).and_then(|mut s| {
+        source::open_device(config, model_frames(config), wait).and_then(|mut s| {
             // One frame proves that the camera delivers, not only that it opens.
             let f = s.next_frame()?.context("the camera ended before its first frame")?;
             let what = match &f.image {

@@ -1,7 +1,7 @@
 //! `linesight collect`: save frames from the configured camera, as inspection sees them,
 //! for training.
 
-use super::check::model_channels;
+use super::check::model_frames;
 use crate::config::Config;
 use crate::frame::PixelFormat;
 use crate::runtime;
@@ -75,7 +75,7 @@ pub fn collect(config: &Config, count: usize, out: &Path, stop: &AtomicBool) -> 
         .append(true)
         .open(&index_path)
         .with_context(|| format!("cannot open {}", index_path.display()))?;
-    let mut source = runtime::open_source(config, model_channels(config), &Default::default())?;
+    let mut source = runtime::open_source(config, model_frames(config), &Default::default())?;
     log::info!("collecting {count} frames from {}", source.describe());
     let mut report = CollectReport { saved: 0, skipped: 0 };
     while report.saved < count && !stop.load(Ordering::Relaxed) {

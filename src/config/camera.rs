@@ -1,6 +1,6 @@
 //! `[camera]`: the frame source, chosen by `kind`.
 
-use super::Problems;
+use super::{range, Problems};
 use crate::frame::DefectKind;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -16,7 +16,7 @@ pub enum CameraConfig {
     Folder {
         /// The folder of images (PNG, JPEG, BMP; grey or colour; any size), searched recursively.
         path: PathBuf,
-        /// Replay rate in parts per second (default 10).
+        /// Replay rate in parts per second (default 10, 0.01 to 1000).
         #[serde(default = "parts_per_second")]
         parts_per_second: f64,
         /// Start again from the first image after the last one.
@@ -36,17 +36,17 @@ pub enum CameraConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SyntheticCamera {
-    /// Image width in pixels (default 256).
+    /// Image width in pixels (default 256, 16 to 8192).
     pub width: u32,
-    /// Image height in pixels (default 256).
+    /// Image height in pixels (default 256, 16 to 8192).
     pub height: u32,
-    /// Line speed: parts that pass the camera per second (default 10).
+    /// Line speed: parts that pass the camera per second (default 10, 0.01 to 1000).
     pub parts_per_second: f64,
     /// Share of parts that carry a defect, 0 to 1 (default 0.1).
     pub defect_ratio: f64,
     /// Defect kinds drawn from (scratch, dent, crack, stain, missing_hole, chip); empty means all.
     pub defect_kinds: Vec<String>,
-    /// Seed of the line: the same seed gives the same parts (default 0).
+    /// Seed of the line: the same seed gives the same parts (default 0; any 64-bit number).
     pub seed: u64,
 }
 
@@ -85,21 +85,24 @@ pub struct V4l2Camera {
     /// Pixel format to ask for: "GREY", "YUYV" or "MJPG". Unset: the first of these (in that
     /// order) that the device offers. `linesight check` lists what the device has.
     pub pixel_format: Option<String>,
-    /// Frame width in pixels. Unset: the device's current width.
+    /// Frame width in pixels, 16 to 16384. Unset: the device's current width.
     pub width: Option<u32>,
-    /// Frame height in pixels. Unset: the device's current height.
+    /// Frame height in pixels, 16 to 16384. Unset: the device's current height.
     pub height: Option<u32>,
-    /// Frame rate to ask for. Unset: the device's current rate.
+    /// Frame rate to ask for, 0.1 to 1000. Unset: the device's current rate.
     pub fps: Option<f64>,
-    /// Manual exposure time in microseconds; turns auto exposure off. Unset: as the device has it.
+    /// Manual exposure time in microseconds, 1 to 10000000 (10 s); turns auto exposure off.
+    /// Unset: as the device has it.
     pub exposure_us: Option<u32>,
-    /// Gain in the device's own units (`linesight check` shows the range). Unset: as the device has it.
+    /// Gain in the device's own units (`linesight check` shows the range; the device
+    /// refuses a value outside it when the camera opens). Unset: as the device has it.
     pub gain: Option<i32>,
     /// Kernel buffers to stream through, 2 to 32 (default 4): room for frames while linesight is busy.
     #[serde(default = "v4l2_buffers")]
     pub buffers: u32,
     /// Further controls by name, as `linesight check` lists them (v4l2-ctl's names: lower
-    /// case, `_` between words), e.g. `{ brightness = 128, power_line_frequency = 1 }`.
+    /// case, `_` between words), e.g. `{ brightness = 128, power_line_frequency = 1 }`; each
+    /// a 32-bit integer, in the range the device gives for that control.
     #[serde(default)]
     pub controls: BTreeMap<String, i32>,
 }
@@ -152,7 +155,7 @@ pub struct GstreamerCamera {
     /// releases frames at their timestamps (replaying files at their frame rate).
     #[serde(default)]
     pub sync: bool,
-    /// Appsink `max-buffers`: frames held for linesight at most (default 1: only the newest).
+    /// Appsink `max-buffers`: frames held for linesight at most (default 1: only the newest; 1 to 64).
     #[serde(default = "gst_max_buffers")]
     pub max_buffers: u32,
     /// Appsink `drop`: when full, drop the oldest frame (true, default) instead of blocking
@@ -223,12 +226,13 @@ impl CameraConfig {
     }
 }
 
-/// `camera.parts_per_second`, shared by the synthetic and folder sources.
+/// `camera.parts_per_second`, shared by the synthetic and folder sources: at least one part
+/// in 100 s (a slower line is paced no better than an idle one), at most 1000 a second.
 fn check_rate(p: &mut Problems, pps: f64) {
-    if !(pps > 0.0 && pps <= 1000.0) {
+    if !(0.01..=1000.0).contains(&pps) {
         p.bad(
             "camera.parts_per_second",
-            format!("expected more than 0 and at most 1000 parts per second, found {pps}"),
+            format!("expected 0.01 to 1000 parts per second, found {pps}"),
         );
     }
 }
@@ -255,11 +259,14 @@ impl V4l2Camera {
         if self.width.is_some() != self.height.is_some() {
             p.bad("camera.width", "set camera.width and camera.height together");
         }
-        if let Some(fps) = self.fps.filter(|f| !(*f > 0.0 && *f <= 1000.0)) {
+        if let Some(fps) = self.fps.filter(|f| !(0.1..=1000.0).contains(f)) {
             p.bad(
                 "camera.fps",
-                format!("expected more than 0 and at most 1000, found {fps}"),
+                format!("expected 0.1 to 1000 frames per second, found {fps}"),
             );
+        }
+        if let Some(us) = self.exposure_us {
+            range(p, "camera.exposure_us", us.into(), 1, 10_000_000, "µs");
         }
         if !(2..=32).contains(&self.buffers) {
             p.bad(
@@ -283,6 +290,74 @@ impl GstreamerCamera {
         }
         if self.max_buffers == 0 {
             p.bad("camera.max_buffers", "must be at least 1 frame");
+        } else {
+            range(p, "camera.max_buffers", self.max_buffers.into(), 1, 64, "frames");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(c: CameraConfig) -> Vec<String> {
+        Problems::of(|p| c.validate(p))
+    }
+
+    #[test]
+    fn line_speeds_that_cannot_be_paced_are_refused() {
+        for pps in [1e-12, 0.0, -1.0, f64::NAN, f64::INFINITY, 1000.5] {
+            let c = CameraConfig::Folder {
+                path: "images".into(),
+                parts_per_second: pps,
+                looped: false,
+            };
+            assert_eq!(
+                problems(c),
+                [format!(
+                    "camera.parts_per_second: expected 0.01 to 1000 parts per second, found {pps}"
+                )]
+            );
+        }
+        let slow = SyntheticCamera {
+            parts_per_second: 0.01,
+            ..Default::default()
+        };
+        assert!(problems(CameraConfig::Synthetic(slow)).is_empty());
+    }
+
+    #[test]
+    fn v4l2_and_gstreamer_numbers_have_their_bounds() {
+        let c = V4l2Camera {
+            device: "/dev/video0".into(),
+            pixel_format: None,
+            width: Some(20_000),
+            height: Some(16),
+            fps: Some(1e-12),
+            exposure_us: Some(0),
+            gain: None,
+            buffers: 33,
+            controls: Default::default(),
+        };
+        assert_eq!(
+            problems(CameraConfig::V4l2(c)),
+            [
+                "camera.width: expected 16 to 16384 pixels, found 20000",
+                "camera.fps: expected 0.1 to 1000 frames per second, found 0.000000000001",
+                "camera.exposure_us: expected 1 to 10000000 µs, found 0",
+                "camera.buffers: expected 2 to 32 buffers, found 33",
+            ]
+        );
+        let g = GstreamerCamera {
+            pipeline: "videotestsrc ! appsink".into(),
+            sync: false,
+            max_buffers: 1000,
+            drop: true,
+            end_of_stream: EndOfStream::Stop,
+        };
+        assert_eq!(
+            problems(CameraConfig::Gstreamer(g)),
+            ["camera.max_buffers: expected 1 to 64 frames, found 1000"]
+        );
     }
 }

@@ -20,6 +20,7 @@ mod modbus;
 mod model;
 mod mqtt;
 mod output;
+mod parse_error;
 mod record;
 mod reject;
 mod runtime;
@@ -91,11 +92,14 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads, parses and validates a config file.
+    /// Reads, parses and validates a config file: a regular file of at most
+    /// `files::CONFIG_MAX_BYTES` (a device or a FIFO is refused, not read).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
+        let text = crate::files::read_text_capped(path, crate::files::CONFIG_MAX_BYTES).map_err(|source| {
+            ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
         })?;
         let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
         Config::parse(&text, path, base)
@@ -206,6 +210,13 @@ impl Problems {
     }
 }
 
+/// `key` must hold `lo..=hi` (`unit` as the message writes it: "ms", "frames").
+fn range(p: &mut Problems, key: &str, v: u64, lo: u64, hi: u64, unit: &str) {
+    if !(lo..=hi).contains(&v) {
+        p.bad(key, format!("expected {lo} to {hi} {unit}, found {v}"));
+    }
+}
+
 /// One problem in a config, with the key it is about.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {
@@ -223,7 +234,10 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: crate::files::ReadError,
+    },
     #[error("config {path} is not valid TOML for linesight: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config {path} has {} problem(s):\n{}", problems.len(), list(problems))]
@@ -238,28 +252,7 @@ fn list(problems: &[Problem]) -> String {
         .join("\n")
 }
 
-/// toml's message on one line, with the offending source line:
-/// "TOML parse error at line L, column C: what (at `key = value`)".
-fn parse_message(e: &toml::de::Error, source: &str) -> String {
-    let text = e.to_string();
-    let mut lines = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.contains('|'));
-    let head = lines.next().unwrap_or_default().to_string();
-    let rest: Vec<_> = lines.collect();
-    let mut msg = if rest.is_empty() {
-        head
-    } else {
-        format!("{head}: {}", rest.join(" "))
-    };
-    if let Some(span) = e.span() {
-        let start = source[..span.start].rfind('\n').map_or(0, |i| i + 1);
-        let end = source[span.start..].find('\n').map_or(source.len(), |i| span.start + i);
-        msg += &format!(" (at `{}`)", source[start..end].trim());
-    }
-    msg
-}
+pub(crate) use parse_error::parse_message;
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,6 @@
 //! `[runtime]`: ONNX Runtime settings: the library, threads, execution providers and their options.
 
-use super::Problems;
+use super::{range, Problems};
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -11,8 +11,8 @@ pub struct RuntimeConfig {
     /// Path of the ONNX Runtime shared library (`libonnxruntime.so.1.x`). Unset: `ORT_DYLIB_PATH`,
     /// then the library fetched at build time, then one beside the executable.
     pub onnxruntime_library: Option<PathBuf>,
-    /// Threads ONNX Runtime may use inside one inference; 0 (default) lets it choose (all cores).
-    /// Leave a core free for the camera and the reject timing on small boards.
+    /// Threads ONNX Runtime may use inside one inference, 0 to 256; 0 (default) lets it
+    /// choose (all cores). Leave a core free for the camera and the reject timing on small boards.
     pub intra_threads: usize,
     /// Execution providers to try, in order: `"tensorrt"`, `"cuda"`, `"cpu"` (default `["cpu"]`).
     /// The first one that registers serves the model; the others are fallbacks.
@@ -21,7 +21,8 @@ pub struct RuntimeConfig {
     /// why (a missing `libnvinfer.so.10`, say). `false` (default): it falls back to the next one with a WARN.
     pub require_accelerator: bool,
     /// Inferences run before the pipeline reports ready and the reject output is armed
-    /// (a TensorRT engine build, cuDNN algorithm search and lazy allocations happen here). Default 3.
+    /// (a TensorRT engine build, cuDNN algorithm search and lazy allocations happen here).
+    /// Default 3, 0 to 1000 (0 runs one all the same).
     pub warmup_runs: u32,
     /// `[runtime.tensorrt]`: options of the TensorRT provider.
     pub tensorrt: TensorRtConfig,
@@ -74,7 +75,7 @@ impl ProviderKind {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TensorRtConfig {
-    /// GPU index (default 0).
+    /// GPU index (default 0, 0 to 63).
     pub device_id: i32,
     /// Build FP16 engines (faster on Jetson; check the drift with `linesight eval --compare-providers`).
     pub fp16: bool,
@@ -85,7 +86,7 @@ pub struct TensorRtConfig {
     /// Keep TensorRT's timing cache beside the engines (speeds up rebuilds after a model change;
     /// default true).
     pub timing_cache: bool,
-    /// Builder workspace limit in MiB; 0 (default) leaves TensorRT's default.
+    /// Builder workspace limit in MiB, 0 to 262144 (256 GiB); 0 (default) leaves TensorRT's default.
     pub workspace_mb: u64,
     /// Builder optimisation level 0 to 5 (default 3, TensorRT's own; higher builds longer).
     pub builder_optimization_level: u8,
@@ -108,7 +109,7 @@ impl Default for TensorRtConfig {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CudaConfig {
-    /// GPU index (default 0).
+    /// GPU index (default 0, 0 to 63).
     pub device_id: i32,
     /// cuDNN convolution algorithm search: `"exhaustive"` (default: best kernels, slower first
     /// run), `"heuristic"` or `"default"`.
@@ -166,8 +167,51 @@ impl RuntimeConfig {
                 format!("expected 0 to 5, found {level}"),
             );
         }
-        if self.tensorrt.device_id < 0 || self.cuda.device_id < 0 {
-            p.bad("runtime.*.device_id", "expected a GPU index of 0 or more");
+        for (key, id) in [
+            ("runtime.tensorrt.device_id", self.tensorrt.device_id),
+            ("runtime.cuda.device_id", self.cuda.device_id),
+        ] {
+            if !(0..=63).contains(&id) {
+                p.bad(key, format!("expected a GPU index from 0 to 63, found {id}"));
+            }
         }
+        range(p, "runtime.intra_threads", self.intra_threads as u64, 0, 256, "threads");
+        range(p, "runtime.warmup_runs", self.warmup_runs.into(), 0, 1000, "runs");
+        range(
+            p,
+            "runtime.tensorrt.workspace_mb",
+            self.tensorrt.workspace_mb,
+            0,
+            262_144,
+            "MiB",
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_runs_and_devices_have_their_bounds() {
+        let mut c = RuntimeConfig {
+            intra_threads: 100_000,
+            warmup_runs: 4_000_000_000,
+            ..Default::default()
+        };
+        c.tensorrt.device_id = -1;
+        c.tensorrt.workspace_mb = 1 << 40;
+        c.cuda.device_id = 64;
+        assert_eq!(
+            Problems::of(|p| c.validate(p)),
+            [
+                "runtime.tensorrt.device_id: expected a GPU index from 0 to 63, found -1",
+                "runtime.cuda.device_id: expected a GPU index from 0 to 63, found 64",
+                "runtime.intra_threads: expected 0 to 256 threads, found 100000",
+                "runtime.warmup_runs: expected 0 to 1000 runs, found 4000000000",
+                "runtime.tensorrt.workspace_mb: expected 0 to 262144 MiB, found 1099511627776",
+            ]
+        );
+        assert!(Problems::of(|p| RuntimeConfig::default().validate(p)).is_empty());
     }
 }

@@ -90,6 +90,7 @@ cuda_graph = false
 [decision]
 deadline_ms = 200
 queue_depth = 4
+max_frame_scale = 16
 [record]
 results = "results.jsonl"
 progress_s = 1.0

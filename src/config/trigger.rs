@@ -31,10 +31,11 @@ pub struct GpioTrigger {
     /// Line bias: "pull_up", "pull_down" or "disabled". Unset: as the board has it.
     pub bias: Option<LineBias>,
     /// Edges this soon after an accepted edge are contact bounce and ignored (microseconds;
-    /// default 2000). The part keeps the kernel timestamp of its first edge.
+    /// default 2000, 0 to 1000000). The part keeps the kernel timestamp of its first edge.
     #[serde(default = "debounce_us")]
     pub debounce_us: u64,
-    /// Earliest frame capture time that belongs to a part, in ms after its edge (default 0).
+    /// Earliest frame capture time that belongs to a part, in ms after its edge (default 0;
+    /// below `window_end_ms`).
     #[serde(default)]
     pub window_start_ms: u64,
     /// Latest frame capture time that belongs to a part, in ms after its edge (default 50); the

@@ -27,7 +27,7 @@ pub use synthetic_part::{save_dataset, PartGenerator, PartSpec, SyntheticPart};
 pub mod trigger;
 
 use crate::config::{CameraConfig, Config, TriggerConfig};
-use crate::frame::{Frame, PixelFormat};
+use crate::frame::{Frame, FrameSpec};
 use anyhow::Context;
 
 /// Paces a replayed or simulated line: one part every `period_ns`, numbered in order.
@@ -76,15 +76,16 @@ pub trait Source: Send {
 }
 
 /// Opens the configured camera and trigger: the source the pipeline reads parts from.
-/// `channels` is what the model wants, so that a camera delivers it without a second conversion.
+/// `frames` is what the model wants: its colour, so that a camera delivers it without a
+/// second conversion, and the frame sizes worth decoding.
 /// Fails if the camera cannot be opened now; once running, a lost camera is reopened.
 /// `listener` is called once the camera is open, and hears every loss and recovery.
 pub fn open(
     config: &Config,
-    channels: PixelFormat,
+    frames: FrameSpec,
     listener: impl FnOnce() -> anyhow::Result<Box<dyn CameraListener>>,
 ) -> anyhow::Result<Box<dyn Source>> {
-    let (feed, watch) = supervise::watched_camera(config, channels, listener)?;
+    let (feed, watch) = supervise::watched_camera(config, frames, listener)?;
     Ok(match &config.trigger {
         TriggerConfig::FreeRun => Box::new(supervise::FreeRun::new(feed, watch)),
         TriggerConfig::Gpio(t) => Box::new(trigger::Triggered::open(t, feed, watch)?),
@@ -93,11 +94,7 @@ pub fn open(
 
 /// Opens the configured device source once, unsupervised (check, collect, and each
 /// reopen after a loss). `stall` bounds how long one `next_frame` may wait for a frame.
-pub fn open_device(
-    config: &Config,
-    channels: PixelFormat,
-    stall: std::time::Duration,
-) -> anyhow::Result<Box<dyn Source>> {
+pub fn open_device(config: &Config, frames: FrameSpec, stall: std::time::Duration) -> anyhow::Result<Box<dyn Source>> {
     Ok(match &config.camera {
         CameraConfig::Synthetic(c) => Box::new(SyntheticSource::new(c.clone(), c.parts_per_second)),
         CameraConfig::Folder {
@@ -107,13 +104,13 @@ pub fn open_device(
         } => {
             let dir = config.resolve(path);
             Box::new(
-                FolderSource::open(&dir, *parts_per_second, *looped)
+                FolderSource::open(&dir, *parts_per_second, *looped, frames.limit)
                     .with_context(|| format!("camera.path: cannot use {}", dir.display()))?,
             )
         }
-        CameraConfig::V4l2(c) => Box::new(v4l2::V4l2Source::open(c, channels, stall)?),
+        CameraConfig::V4l2(c) => Box::new(v4l2::V4l2Source::open(c, frames.channels, stall)?),
         #[cfg(feature = "gstreamer")]
-        CameraConfig::Gstreamer(c) => Box::new(gst::GstSource::open(c, channels, stall)?),
+        CameraConfig::Gstreamer(c) => Box::new(gst::GstSource::open(c, frames.channels, stall)?),
         #[cfg(not(feature = "gstreamer"))]
         CameraConfig::Gstreamer(_) => anyhow::bail!(
             "camera.kind: \"gstreamer\" needs a linesight built with the `gstreamer` feature \

@@ -21,7 +21,7 @@
 use super::Source;
 use crate::clock;
 use crate::config::{CameraConfig, Config};
-use crate::frame::PixelFormat;
+use crate::frame::FrameSpec;
 use crate::frame::Reason;
 use crate::frame::{Frame, NoImage};
 use crate::stats::{self, Histogram, Percentiles};
@@ -731,7 +731,7 @@ impl Source for DrilledSource {
 /// every loss and recovery. Free run or a trigger makes parts of it (`source::open`).
 pub fn watched_camera(
     config: &Config,
-    channels: PixelFormat,
+    frames: FrameSpec,
     listener: impl FnOnce() -> anyhow::Result<Box<dyn CameraListener>>,
 ) -> anyhow::Result<(Feed, CameraWatch)> {
     let status = &config.status;
@@ -751,7 +751,7 @@ pub fn watched_camera(
             if d.fired && clock::now_ns() < d.back_at_ns {
                 anyhow::bail!("injected fault (faults.camera_loss_ms): the camera is still unplugged");
             }
-            super::open_device(&cfg, channels, device_wait)?
+            super::open_device(&cfg, frames, device_wait)?
         };
         Ok(match at {
             Some(at) => Box::new(DrilledSource {

@@ -6,7 +6,6 @@ mod report;
 
 use crate::config::{Config, ProviderKind, RuntimeConfig};
 pub use crate::dataset::{load_set, Sample};
-use crate::frame::Pixels;
 use crate::model::{Detector, Manifest};
 use crate::stats::Percentiles;
 use crate::{clock, preprocess, runtime};
@@ -120,14 +119,22 @@ pub fn score_all(
     progress: bool,
 ) -> anyhow::Result<Vec<Scored>> {
     let spec = detector.manifest.input.clone();
+    // The frames the line would inspect, at the default decision.max_frame_scale.
+    let limit = spec
+        .frames(crate::config::DecisionConfig::default().max_frame_scale)
+        .limit;
     let n = samples.len();
     let progress = progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut out = Vec::with_capacity(n);
     for (i, sample) in samples.into_iter().enumerate() {
-        let img = image::open(&sample.path).with_context(|| format!("cannot decode {}", sample.path.display()))?;
+        let pixels = crate::files::read_capped(&sample.path, limit.max_file_bytes())
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| crate::frame::decode_image(&bytes, &limit))
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("cannot decode {}", sample.path.display()))?;
         let t0 = clock::now_ns();
-        let size = (img.width(), img.height());
-        preprocess::to_tensor(&Pixels::from_dynamic(img), &spec, detector.input_mut())
+        let size = (pixels.width, pixels.height);
+        preprocess::to_tensor(&pixels, &spec, detector.input_mut())
             .with_context(|| sample.path.display().to_string())?;
         let inspection = detector
             .run(keep_maps)

@@ -169,8 +169,8 @@ fn token_path(config: &Config, file: &Path) -> PathBuf {
 
 /// The token: the file's first line, trimmed; printable ASCII without spaces.
 fn read_token(path: &Path) -> anyhow::Result<String> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("http.token_file {}: cannot read", path.display()))?;
+    let text = crate::files::read_text_capped(path, crate::files::TEXT_MAX_BYTES)
+        .with_context(|| format!("http.token_file {}: cannot read", path.display()))?;
     let token = text.lines().next().unwrap_or("").trim();
     if token.is_empty() {
         bail!(

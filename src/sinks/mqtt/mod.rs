@@ -111,7 +111,7 @@ impl Settings {
             None => None,
             Some(p) => {
                 let path = secret("mqtt.credentials_file", p)?;
-                let text = std::fs::read_to_string(&path)
+                let text = crate::files::read_text_capped(&path, crate::files::TEXT_MAX_BYTES)
                     .with_context(|| format!("mqtt.credentials_file: cannot read {}", path.display()))?;
                 let (username, password) = parse_credentials(&text)
                     .map_err(anyhow::Error::msg)

@@ -6,7 +6,7 @@
 //! driver never runs short while a frame waits for inference.
 
 use crate::config::V4l2PixelFormat;
-use crate::frame::{PixelFormat, Pixels};
+use crate::frame::{decode_image, FrameLimit, PixelFormat, Pixels};
 
 /// A packed pixel format by its V4L2 four-character code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,17 +137,10 @@ pub fn to_pixels(
             (PixelFormat::Rgb8, out)
         }
         (FourCc::Mjpg, _) => {
-            let img = image::load_from_memory_with_format(data, image::ImageFormat::Jpeg)
-                .map_err(|e| format!("MJPG frame does not decode: {e}"))?;
-            if (img.width(), img.height()) != (width, height) {
-                return Err(format!(
-                    "MJPG frame is {}x{}, the stream was set up for {width}x{height}",
-                    img.width(),
-                    img.height()
-                ));
-            }
-            let px = Pixels::from_dynamic(img);
-            return Ok(px);
+            // Its size is checked from its header before it is decoded, and a torn buffer
+            // (no end-of-image marker) is refused, not scored on the decoder's grey fill.
+            return decode_image(data, &FrameLimit::exactly(width, height))
+                .map_err(|e| format!("MJPG frame does not decode: {e}"));
         }
     };
     Ok(Pixels {
