@@ -418,6 +418,8 @@ mod tests {
 
     fn part(id: u64, reason: Reason, score: Option<f32>) -> PartRecord {
         PartRecord {
+            run_id: "test".into(),
+            device_seq: id,
             id,
             capture_ns: 0,
             frame_ns: None,
