@@ -17,11 +17,13 @@ const LAYERS: &[&[(&str, &[&str])]] = &[
     &[("clock", &[]), ("files", &[]), ("frame", &[]), ("logging", &[])],
     &[("config", &[]), ("dataset", &[]), ("judge", &[])],
     &[("gpio", &[]), ("stats", &[])],
+    // the process's health (watchdog, counters) that every stage reports to
+    &[("service", &[])],
     // the line, in the data's order
     &[("source", &[])],
     &[("model", &[])],
     &[("preprocess", &[])],
-    &[("actuate", &[]), ("record", &[]), ("service", &[])],
+    &[("actuate", &[]), ("record", &[])],
     &[("sinks", &[])],
     // composition: opens the live objects, then runs them
     &[("runtime", &[])],
