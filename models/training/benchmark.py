@@ -12,7 +12,7 @@ splits/test_defect.txt those are the splits; without them train.py holds out a f
 good/ for the test (and writes the lists it used). Trainings run one per GPU at a time
 (--per-gpu K: K share each GPU; on the CPU where there is none). `--stage train` on a GPU
 machine and `--stage eval` where linesight is built split the two; the table is written
-after either from whatever the run folders hold.
+after either from whatever the run folders hold (`--stage table` writes only the table).
 
 Per set and seed: OUT/SET/seedN/ (model.onnx, model.toml, train_log.txt, train_figures.json,
 eval/report.json); the table: OUT/benchmark.json and OUT/benchmark.md."""
@@ -41,7 +41,8 @@ def parse_args(argv=None):
     ap.add_argument("data", nargs="+", type=Path, help="data set folders")
     ap.add_argument("--out", type=Path, required=True, help="benchmark folder (run folders and the table)")
     ap.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 per set")
-    ap.add_argument("--stage", choices=["all", "train", "eval"], default="all")
+    ap.add_argument("--stage", choices=["all", "train", "eval", "table"], default="all",
+                    help="table: only write the table from what the run folders hold (runs gathered from several machines)")
     ap.add_argument("--per-gpu", type=int, default=1, help="trainings sharing one GPU at a time")
     ap.add_argument("--threads", type=int, default=0,
                     help="CPU threads per training (0 = the machine's cores shared among those running at once)")
