@@ -273,6 +273,9 @@ pub enum Reason {
     MissingFrame,
     /// The camera was lost (error, stall, unplugged) when the part passed.
     CameraLost,
+    /// The last run ended without warning (killed) before this part had its results line
+    /// or its reject pulse: written at the next start; the part was not ejected.
+    Interrupted,
 }
 
 impl Reason {
@@ -293,6 +296,7 @@ impl Reason {
             Reason::Overload => "overload",
             Reason::MissingFrame => "missing_frame",
             Reason::CameraLost => "camera_lost",
+            Reason::Interrupted => "interrupted",
         }
     }
 }

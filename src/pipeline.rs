@@ -18,8 +18,8 @@ use crate::judge::{Captured, Decision, Failure, InspectionLatency, Judge, Thresh
 use crate::model::Detector;
 use crate::preprocess;
 use crate::record::{
-    image_name, FlushPolicy, ImageJob, MetricsFile, PartJob, PartRecord, RunStats, SeqBlock, Snapshot, StageLatency,
-    Summary, ToSinks, Writer, WriterSettings,
+    image_name, FlushPolicy, ImageJob, JournalEvent, JournalTx, Leftover, MetricsFile, PartJob, PartRecord, RunStats,
+    SeqBlock, Snapshot, StageLatency, Summary, ToSinks, Writer, WriterSettings,
 };
 use crate::runtime::Runtime;
 use crate::sinks::{Cadence, Controls, Headline, LineEvent, LineState, RunState, SinkSummary, Sinks};
@@ -47,12 +47,18 @@ pub struct Report {
     /// The plant's side: each sink's figures (MQTT: results sent, dropped, unsent) and
     /// the events its feed dropped.
     pub sinks: Vec<SinkSummary>,
+    /// What the last run left undone (it was killed), written as `interrupted` lines at the start.
+    pub interrupted: Option<Leftover>,
 }
 
 impl Report {
     /// What `linesight run` prints at the end.
     pub fn render(&self) -> String {
         let mut s = self.summary.render();
+        if let Some(left) = &self.interrupted {
+            s += &left.render();
+            s.push('\n');
+        }
         let p = &self.pulses;
         s += &format!(
             "reject pulses {} for {} rejected parts (merged where windows overlap); worst edge lateness {:.2} ms\n",
@@ -125,6 +131,9 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
     // The record's storage is the writer thread's alone: a full or hung disk costs records
     // (counted), never the record thread, the sinks or the summary.
     let rec = &config.record;
+    // Parts in flight, for the next start if this run is killed.
+    let journal = rt.journal;
+    let interrupted = rt.interrupted;
     let writer = Writer::spawn(
         rt.results,
         metrics,
@@ -135,12 +144,17 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
             stall_ms: rec.stall_ms,
             keep: crate::record::Keep::new(rec.keep_mb, rec.keep_days),
             save_dir: save_dir.clone(),
+            journal: journal.tx(),
         },
     )?;
     let run_id = rt.info.run_id.clone();
 
     // Each stage's thread takes its part of the runtime.
-    let actuator = spawn("actuate", move || actuate::run_scheduler(rt.reject, window_rx))?;
+    let actuator = {
+        let journal = journal.tx();
+        let lowered = move |end_ns| journal.send(JournalEvent::Pulsed { end_ns });
+        spawn("actuate", move || actuate::run_scheduler(rt.reject, window_rx, lowered))?
+    };
     let recorder = Recorder {
         writer,
         run_id,
@@ -155,8 +169,16 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
     let judge = {
         let judge_rx = judge_rx.clone();
         let controls = Arc::clone(&controls);
+        let journal = journal.tx();
         spawn("judge", move || {
-            judge_loop(judge_rx, Judge::new(threshold, timing), &controls, window_tx, record_tx)
+            judge_loop(
+                judge_rx,
+                Judge::new(threshold, timing),
+                &controls,
+                window_tx,
+                record_tx,
+                journal,
+            )
         })?
     };
     drop(judge_rx);
@@ -175,7 +197,15 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
         })?
     };
     crate::service::ready(&format!("model {model_name} warm, reject output {output} armed")); // systemd READY=1
-    let source_result = source_loop(rt.source, frame_tx, judge_tx, (&faults, &limit), max_parts, &stop);
+    let source_result = source_loop(
+        rt.source,
+        frame_tx,
+        judge_tx,
+        journal.tx(),
+        (&faults, &limit),
+        max_parts,
+        &stop,
+    );
 
     // The source is done (or failed): the other stages drain in order.
     crate::service::stopping(); // systemd STOPPING=1
@@ -183,6 +213,7 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
     let late_outcomes = judge.join().expect("judge thread panicked");
     let pulses = actuator.join().expect("actuate thread panicked");
     let (stats, record_errors, sinks) = recorder.join().expect("record thread panicked");
+    journal.finish(Duration::from_millis(config.record.stall_ms));
     let camera = source_result?;
     let mut summary = stats.summary();
     summary.provider = provider;
@@ -194,6 +225,7 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
         record_errors,
         camera,
         sinks,
+        interrupted,
     })
 }
 
@@ -211,6 +243,7 @@ fn source_loop(
     mut source: Box<dyn Source>,
     frames: Sender<Frame>,
     judge: Sender<ToJudge>,
+    journal: JournalTx,
     (faults, limit): (&FaultsConfig, &FrameLimit),
     max_parts: Option<u64>,
     stop: &AtomicBool,
@@ -245,7 +278,9 @@ fn source_loop(
             .as_ref()
             .err()
             .map(|e| Failure::new(e.reason, e.detail.clone()));
-        // The judge hears of the part first, so that its deadline runs from now on.
+        // The journal first (its results line cannot come before it), then the judge, so
+        // that the part's deadline runs from now on.
+        journal.send(JournalEvent::Captured { id, capture_ns });
         let _ = judge.send(ToJudge::Captured(Captured {
             id,
             capture_ns,
@@ -377,6 +412,7 @@ fn judge_loop(
     controls: &Controls,
     windows: Sender<Window>,
     records: Sender<Recorded>,
+    journal: JournalTx,
 ) -> u64 {
     let mut open = true;
     loop {
@@ -388,6 +424,11 @@ fn judge_loop(
         }
         for decision in judge.decide(clock::now_ns(), clock::unix_ms()) {
             if let Some([start_ns, end_ns]) = decision.eject_ns {
+                journal.send(JournalEvent::Rejected {
+                    id: decision.id,
+                    capture_ns: decision.capture_ns,
+                    end_ns,
+                });
                 let _ = windows.send(Window { start_ns, end_ns });
             }
             crate::service::decided(decision.eject_ns.is_some()); // service
@@ -590,6 +631,7 @@ fn record_loop(rec: Recorder, records: Receiver<Recorded>) -> (RunStats, u64, Ve
         });
         let ticket = image.as_ref().map(|i| i.ticket);
         let queued = writer.part(PartJob {
+            id: record.id,
             line: record.line(),
             image,
         });

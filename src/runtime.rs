@@ -8,7 +8,7 @@ use crate::config::{CameraConfig, Config, RuntimeConfig};
 use crate::frame::{FrameLimit, FrameSpec};
 use crate::judge::Threshold;
 use crate::model::{Detector, Manifest};
-use crate::record::{ResultsLog, SeqBlock, SeqFile, SEQ_BLOCK};
+use crate::record::{Journal, Leftover, ResultsLog, SeqBlock, SeqFile, SEQ_BLOCK};
 use crate::sinks::{self, LineInfo, Sinks};
 use crate::source::{self, CameraCell, CameraListener, Source};
 use anyhow::Context;
@@ -25,6 +25,10 @@ pub struct Runtime {
     /// The device's part numbering, continued from the last run, and where it is reserved.
     pub seqs: SeqBlock,
     pub seq_file: SeqFile,
+    /// This run's journal of parts in flight (`record.journal_file`).
+    pub journal: Journal,
+    /// What the last run left undone, if it was killed: already written as `interrupted` lines.
+    pub interrupted: Option<Leftover>,
     pub threshold: Threshold,
     /// The plant's side (MQTT, web page), off the frame path.
     pub sinks: Sinks,
@@ -36,6 +40,16 @@ pub struct Runtime {
 impl Runtime {
     /// Opens everything the config names: model and library, camera, output, results log.
     pub fn open(config: Config, results_override: Option<&Path>) -> anyhow::Result<Runtime> {
+        // A journal left behind means the last run was killed: every output to its safe
+        // level before anything else (warm-up can take seconds).
+        let journal_path = config.resolve(&config.record.journal_file);
+        let leftover = crate::record::read_journal(&journal_path).unwrap_or_else(|e| {
+            log::error!("{e:#}; parts the last run left undone cannot be reported");
+            None
+        });
+        if leftover.is_some() {
+            release_outputs(&config);
+        }
         let mut detector = open_detector(&config)?;
         // Warm before the output is requested: its deasserted level may be the energised one.
         warm_up(&mut detector, config.runtime.warmup_runs)?;
@@ -58,9 +72,14 @@ impl Runtime {
             Some(p) => p.to_path_buf(),
             None => config.resolve(&config.record.results),
         };
-        let results = ResultsLog::open(&results_path)?;
+        let mut results = ResultsLog::open(&results_path)?;
         let seq_file = SeqFile::new(config.resolve(&config.record.seq_file));
-        let seqs = open_sequence(&seq_file, results.last_device_seq);
+        let mut seqs = open_sequence(&seq_file, results.last_device_seq);
+        let interrupted = leftover.filter(|l| !l.is_empty());
+        if let Some(left) = &interrupted {
+            log::warn!("{}", left.render());
+            write_interrupted(left, threshold.0, &mut results, &mut seqs, &seq_file);
+        }
         // The output is opened last, deasserted, once everything else is ready.
         let reject = actuate::open_reject(&config)?;
         let info = LineInfo::new(
@@ -71,6 +90,7 @@ impl Runtime {
             reject.describe(),
         );
         let sinks = sinks::open(&config, &info)?;
+        let journal = Journal::start(&journal_path, &info.run_id)?;
         Ok(Runtime {
             config,
             source,
@@ -79,11 +99,64 @@ impl Runtime {
             results,
             seqs,
             seq_file,
+            journal,
+            interrupted,
             threshold,
             sinks,
             info,
             camera,
         })
+    }
+}
+
+/// Drives the reject and fault outputs to their released level (de-energised) and lets
+/// them go; they are requested again, deasserted, once the line is ready.
+fn release_outputs(config: &Config) {
+    let lines = [
+        (Some(&config.reject.output), "linesight-reject", "reject.output"),
+        (
+            config.status.fault_line.as_ref(),
+            "linesight-fault",
+            "status.fault_line",
+        ),
+    ];
+    for (output, consumer, key) in lines {
+        let Some(output) = output else { continue };
+        if let Err(e) = actuate::open_output(config, output, consumer, key).and_then(|mut l| l.release()) {
+            log::error!("{key}: cannot drive it to its safe level after the last run's crash: {e:#}");
+        }
+    }
+}
+
+/// The `interrupted` lines for what the last run left undone, before any new part's.
+fn write_interrupted(
+    left: &Leftover,
+    threshold: f32,
+    results: &mut ResultsLog,
+    seqs: &mut SeqBlock,
+    seq_file: &SeqFile,
+) {
+    for mut record in left.records(threshold, clock::unix_ms()) {
+        let (device_seq, reserve) = seqs.take();
+        record.device_seq = device_seq;
+        if let Some(n) = reserve {
+            if let Err(e) = seq_file.write(n) {
+                log::error!(
+                    "record.seq_file {}: cannot reserve up to {n}: {e}",
+                    seq_file.path().display()
+                );
+            }
+        }
+        if let Err(e) = results.append_line(&record.line()) {
+            log::error!(
+                "results {}: interrupted part {} not written: {e}",
+                results.path().display(),
+                record.id
+            );
+        }
+    }
+    if let Err(e) = results.sync() {
+        log::error!("results {}: {e}", results.path().display());
     }
 }
 

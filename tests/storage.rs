@@ -99,10 +99,29 @@ fn a_full_disk_leaves_whole_lines_only_and_every_lost_line_is_counted() {
         lines.len()
     );
 
-    // Once there is room again, the next run appends whole lines right after them.
-    sim.run(&["--max-parts", "5"]);
+    // Once there is room again, the next run first writes an `interrupted` line for each
+    // part left without one (from the journal), then its own, whole, right after them.
+    let out = sim.run(&["--max-parts", "5"]);
+    assert!(
+        text(&out)
+            .0
+            .contains(&format!("left {errors} part(s) without a results line")),
+        "{}",
+        text(&out).0
+    );
     let after = whole_results_lines(&results);
-    assert_eq!(after.len(), lines.len() + 5);
+    assert_eq!(after.len(), lines.len() + errors + 5);
+    let late = &after[lines.len()..lines.len() + errors];
+    assert!(late
+        .iter()
+        .all(|l| l["reason"] == "interrupted" && l["run_id"] == lines[0]["run_id"]));
+    let mut ids: Vec<u64> = lines.iter().chain(late).map(|l| l["id"].as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (0..120).collect::<Vec<u64>>(),
+        "every part of the full-disk run has its line now"
+    );
     let seqs: Vec<u64> = after.iter().map(|l| l["device_seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "device_seq only grows: {seqs:?}");
 }
@@ -272,6 +291,88 @@ fn every_part_is_numbered_once_on_the_device_across_restarts_and_crashes() {
         );
         assert!(saved.contains(&name), "no {name} among {} saved images", saved.len());
     }
+}
+
+#[test]
+fn after_a_crash_the_next_start_gives_every_part_left_undone_one_interrupted_line() {
+    let sim = SimRun::new(|t| {
+        set(t, "camera.parts_per_second", 20.0.into());
+        set(t, "camera.defect_ratio", 0.5.into());
+        // rejects wait 3 s for the ejector: the crash comes before many of their pulses
+        set(t, "reject.delay_ms", 3000.into());
+        set(t, "decision.deadline_ms", 1000.into());
+    });
+    let journal = sim.dir.path().join("linesight.journal");
+    let mut child = sim
+        .command(&[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    sim.wait_for_results(&mut child, "10 verdicts and a reject", |r| {
+        r.len() >= 10 && r.iter().any(|l| l["verdict"] == "reject")
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(journal.is_file(), "the killed run left its journal");
+    let killed = whole_results_lines(&sim.results_path());
+    let killed_run = killed[0]["run_id"].as_str().unwrap().to_string();
+
+    let out = sim.run(&["--max-parts", "3"]);
+    let (stdout, stderr) = text(&out);
+    let lines = whole_results_lines(&sim.results_path());
+    let interrupted: Vec<&Value> = lines[killed.len()..]
+        .iter()
+        .take_while(|l| l["reason"] == "interrupted")
+        .collect();
+    let after = &lines[killed.len() + interrupted.len()..];
+    assert!(
+        after.len() == 3
+            && after
+                .iter()
+                .all(|l| l["run_id"] != killed_run.as_str() && l["reason"] != "interrupted"),
+        "the interrupted lines come first, then the new run's own: {after:?}"
+    );
+    assert!(interrupted.iter().all(|l| l["run_id"] == killed_run.as_str()
+        && l["verdict"] == "reject"
+        && l["score"].is_null()
+        && l["detail"].as_str().unwrap().contains("take it off the line")));
+    let ids = |ls: &[&Value]| ls.iter().map(|l| l["id"].as_u64().unwrap()).collect::<Vec<_>>();
+    let recorded: Vec<&Value> = killed.iter().collect();
+    let recorded_ids: HashSet<u64> = ids(&recorded).into_iter().collect();
+    let (unpulsed, unrecorded): (Vec<&Value>, Vec<&Value>) = interrupted
+        .iter()
+        .partition(|l| l["detail"].as_str().unwrap().contains("pulse"));
+    // a reject recorded without its pulse: its line is there, a reject, and the notice follows
+    assert!(
+        !unpulsed.is_empty(),
+        "rejects 3 s from the ejector at the crash: {interrupted:?}"
+    );
+    for l in &unpulsed {
+        let id = l["id"].as_u64().unwrap();
+        let line = killed.iter().find(|k| k["id"] == id).unwrap();
+        assert_eq!(line["verdict"], "reject", "{line}");
+    }
+    // a part with no line gets exactly one, and then every captured part has one
+    let mut all: Vec<u64> = recorded_ids.iter().copied().chain(ids(&unrecorded)).collect();
+    let n = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), n, "a part recorded and reported unrecorded: {unrecorded:?}");
+    assert_eq!(all, (0..n as u64).collect::<Vec<_>>(), "a captured part without a line");
+    // told at the start and in the summary; a clean end leaves no journal behind
+    let notice = format!(
+        "last run {killed_run} left {} part(s) without a results line and {} reject(s) without their pulse",
+        unrecorded.len(),
+        unpulsed.len()
+    );
+    assert!(
+        stderr.contains(&notice) && stdout.contains(&notice),
+        "{stdout}\n{stderr}"
+    );
+    assert!(!journal.exists(), "a clean end removes the journal");
+    let again = sim.run(&["--max-parts", "1"]);
+    assert!(!text(&again).0.contains("without a results line"));
 }
 
 #[test]

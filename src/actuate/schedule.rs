@@ -64,13 +64,21 @@ pub struct PulseStats {
 }
 
 /// Runs until `windows` is closed and every window received has been driven, then
-/// leaves the output de-energised (`OutputLine::release`).
-pub fn run_scheduler(mut line: Box<dyn OutputLine>, windows: Receiver<Window>) -> PulseStats {
+/// leaves the output de-energised (`OutputLine::release`). `lowered(end_ns)` hears of each
+/// pulse that was driven whole (both edges set), with its window's end: every window
+/// ending by then is done.
+pub fn run_scheduler(
+    mut line: Box<dyn OutputLine>,
+    windows: Receiver<Window>,
+    mut lowered: impl FnMut(u64),
+) -> PulseStats {
     const EARLY_WAKE: Duration = Duration::from_micros(2000);
     raise_priority();
     let mut plan = PulsePlan::default();
     let mut stats = PulseStats::default();
     let mut asserted = false;
+    // An edge of the pulse under way could not be set.
+    let mut pulse_failed = false;
     let mut open = true;
     loop {
         let due = plan.front().map(|w| if asserted { w.end_ns } else { w.start_ns });
@@ -103,6 +111,7 @@ pub fn run_scheduler(mut line: Box<dyn OutputLine>, windows: Receiver<Window>) -
         let level = !asserted;
         if let Err(e) = line.set(level) {
             stats.errors += 1;
+            pulse_failed = true;
             log::error!("reject output {}: {e:#}", line.describe());
         }
         let late_ms = clock::ns_to_ms(clock::now_ns().saturating_sub(t));
@@ -114,6 +123,10 @@ pub fn run_scheduler(mut line: Box<dyn OutputLine>, windows: Receiver<Window>) -
         if asserted {
             stats.pulses += 1;
         } else {
+            if let (Some(w), false) = (plan.front(), pulse_failed) {
+                lowered(w.end_ns);
+            }
+            pulse_failed = false;
             plan.pop();
         }
     }

@@ -204,6 +204,7 @@ pub fn probe_storage(config: &Config, results: Option<&Path>) -> Vec<(&'static s
         places.push(("record.metrics_file", config.resolve(m), false));
     }
     places.push(("record.seq_file", config.resolve(&r.seq_file), false));
+    places.push(("record.journal_file", config.resolve(&r.journal_file), false));
     for (key, o) in [
         ("reject.output.edge_log", Some(&config.reject.output)),
         ("status.fault_line.edge_log", config.status.fault_line.as_ref()),

@@ -56,7 +56,7 @@ pub fn pulse(config: &Config, count: u64, interval: Duration, stop: &AtomicBool)
         line.describe(),
         config.reject.pulse_ms
     );
-    let scheduler = std::thread::spawn(move || actuate::run_scheduler(line, rx));
+    let scheduler = std::thread::spawn(move || actuate::run_scheduler(line, rx, |_| {}));
     let (delay_ns, pulse_ns) = (
         clock::ms_to_ns(config.reject.delay_ms),
         clock::ms_to_ns(config.reject.pulse_ms),

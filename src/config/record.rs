@@ -40,6 +40,11 @@ pub struct RecordConfig {
     /// repeats across restarts (default `linesight.seq`, beside the config file; on a
     /// board, somewhere writable such as `/var/lib/linesight/linesight.seq`).
     pub seq_file: PathBuf,
+    /// The run's journal of parts in flight (default `linesight.journal`, beside the config
+    /// file; on a board, beside `seq_file`). After a run killed without warning, the next
+    /// start writes one `interrupted` results line for each part it left without a line or
+    /// without its reject pulse; a clean end removes the file.
+    pub journal_file: PathBuf,
     /// Saved images kept in `save_dir`, MiB: beyond it the oldest are removed (counted in
     /// the log and the summary). Unset: no limit. Only linesight's own image names are removed.
     pub keep_mb: Option<u64>,
@@ -60,6 +65,7 @@ impl Default for RecordConfig {
             stall_ms: 2000,
             backlog_parts: 1000,
             seq_file: PathBuf::from("linesight.seq"),
+            journal_file: PathBuf::from("linesight.journal"),
             keep_mb: None,
             keep_days: None,
         }

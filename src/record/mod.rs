@@ -2,6 +2,7 @@
 //! statistics, and the writer thread that keeps storage off the record thread.
 
 mod flush;
+mod journal;
 mod metrics;
 mod overlay;
 mod results;
@@ -11,6 +12,7 @@ mod summary;
 mod writer;
 
 pub use flush::FlushPolicy;
+pub use journal::{read as read_journal, Event as JournalEvent, Journal, JournalTx, Leftover};
 pub use metrics::{Metrics, MetricsFile, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 pub use overlay::{image_name, overlay, Snapshot};
 pub use results::{plan_tail, results_line, NotResults, PartRecord, Repair, ResultsLog, StageLatency, TailPlan};

@@ -5,7 +5,7 @@
 //! summary. At shutdown the writer gets until its queue is done, unless a write has been
 //! blocked for `record.stall_ms`: then it is abandoned, so that SIGTERM always ends.
 
-use super::{FlushPolicy, Keep, MetricsFile, ResultsLog, SeqFile, Snapshot, Summary};
+use super::{FlushPolicy, JournalEvent, JournalTx, Keep, MetricsFile, ResultsLog, SeqFile, Snapshot, Summary};
 use crate::clock;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::collections::VecDeque;
@@ -69,6 +69,8 @@ impl Health {
 
 /// One part's record: its line and, if it is to be saved, its image.
 pub struct PartJob {
+    /// The part's number in this run (for the journal).
+    pub id: u64,
     pub line: Vec<u8>,
     pub image: Option<ImageJob>,
 }
@@ -119,6 +121,8 @@ pub struct WriterSettings {
     /// Retention of saved images in `save_dir`.
     pub keep: Keep,
     pub save_dir: PathBuf,
+    /// Told of every line written, so that a crash after it does not report the part.
+    pub journal: JournalTx,
 }
 
 impl Writer {
@@ -135,6 +139,7 @@ impl Writer {
         let h = Arc::clone(&health);
         let flush = settings.flush;
         let retention = (!settings.keep.is_none()).then(|| (settings.keep, settings.save_dir.clone()));
+        let journal = settings.journal;
         std::thread::Builder::new()
             .name("ls-write".into())
             .spawn(move || {
@@ -148,6 +153,7 @@ impl Writer {
                     end: WriterEnd::default(),
                     retention,
                     saved_since_sweep: None,
+                    journal,
                 };
                 w.run(jobs_rx);
                 let _ = end_tx.send(w.end);
@@ -267,6 +273,7 @@ struct Thread {
     retention: Option<(Keep, PathBuf)>,
     /// Images saved since the last retention sweep; `None` before the first.
     saved_since_sweep: Option<u64>,
+    journal: JournalTx,
 }
 
 /// A retention sweep after this many images saved (and with the first).
@@ -321,6 +328,7 @@ impl Thread {
                 self.health.backlog.fetch_sub(1, Ordering::Relaxed);
                 match r {
                     Ok(()) => {
+                        self.journal.send(JournalEvent::Written { id: p.id });
                         self.end.written += 1;
                         self.flush.wrote(clock::now_ns());
                     }

@@ -72,6 +72,11 @@ pub const REASON_CODES: &[(u16, Option<Reason>, &str)] = &[
         Some(Reason::CameraLost),
         "Fail-safe: the camera was lost when the part passed",
     ),
+    (
+        9,
+        Some(Reason::Interrupted),
+        "Fail-safe: the last run was killed before this part was recorded or ejected",
+    ),
 ];
 
 /// Control bits.
@@ -91,6 +96,7 @@ fn reason_code(reason: Reason) -> u16 {
         Reason::Overload => 6,
         Reason::MissingFrame => 7,
         Reason::CameraLost => 8,
+        Reason::Interrupted => 9,
     }
 }
 
@@ -548,7 +554,7 @@ mod tests {
                 assert_eq!(reason_code(*r), *code, "{}", r.as_str());
             }
         }
-        assert_eq!(REASON_CODES.len(), 9, "every reason is in the table");
+        assert_eq!(REASON_CODES.len(), 10, "every reason is in the table (and code 0)");
     }
 
     #[test]
