@@ -677,6 +677,6 @@ fn record_loop(rec: Recorder, records: Receiver<Recorded>) -> (RunStats, u64, Ve
     figures(&mut stats);
     sinks.send(state(&stats, RunState::Stopping, camera.get(), last_part));
     // Bounded: a hung broker or browser must not hold up the end of the run.
-    let sinks = sinks.stop(Duration::from_secs(2));
+    let sinks = sinks.stop(crate::sinks::STOP_WAIT);
     (stats, health.errors(), sinks)
 }

@@ -1,6 +1,6 @@
 //! `[http]`: the web status page, its JSON API and Prometheus metrics (docs/web.md).
 
-use super::Problems;
+use super::{listen, parse_listen, Problems};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,19 +54,11 @@ impl Default for HttpConfig {
 impl HttpConfig {
     /// `listen` as an address; `None` if it is not one (a validation problem).
     pub fn listen_addr(&self) -> Option<SocketAddr> {
-        self.listen.trim().parse().ok()
+        parse_listen(&self.listen)
     }
 
     pub(super) fn validate(&self, p: &mut Problems) {
-        if self.listen_addr().is_none() {
-            p.bad(
-                "http.listen",
-                format!(
-                    "expected IP:port such as 127.0.0.1:8080 or [::1]:8080 (no host names), found {:?}",
-                    self.listen
-                ),
-            );
-        }
+        listen(p, "http.listen", &self.listen, 8080);
         if self.token_file.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
             p.bad(
                 "http.token_file",

@@ -210,6 +210,22 @@ impl Problems {
     }
 }
 
+/// A listening address as `[http]` and `[modbus]` take it: IP:port, no host names (a
+/// line-side device must not wait on DNS to start).
+pub fn parse_listen(s: &str) -> Option<std::net::SocketAddr> {
+    s.trim().parse().ok()
+}
+
+/// `key` must be a listening address (`port` is the section's usual one, for the example).
+fn listen(p: &mut Problems, key: &str, value: &str, port: u16) {
+    if parse_listen(value).is_none() {
+        p.bad(
+            key,
+            format!("expected IP:port such as 127.0.0.1:{port} or [::1]:{port} (no host names), found {value:?}"),
+        );
+    }
+}
+
 /// `key` must hold `lo..=hi` (`unit` as the message writes it: "ms", "frames").
 fn range(p: &mut Problems, key: &str, v: u64, lo: u64, hi: u64, unit: &str) {
     if !(lo..=hi).contains(&v) {

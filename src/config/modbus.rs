@@ -1,7 +1,7 @@
 //! `[modbus]`: a Modbus TCP server from which a PLC reads every part's result, with a
 //! result handshake (docs/modbus.md). Off unless the section is there.
 
-use super::Problems;
+use super::{listen, parse_listen, Problems};
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 
@@ -46,7 +46,7 @@ impl Default for ModbusConfig {
 impl ModbusConfig {
     /// `listen` as an address; `None` if it is not one (a validation problem).
     pub fn listen_addr(&self) -> Option<SocketAddr> {
-        self.listen.trim().parse().ok()
+        parse_listen(&self.listen)
     }
 
     /// The `allow` entries that are addresses (all of them in a validated config).
@@ -55,15 +55,7 @@ impl ModbusConfig {
     }
 
     pub(super) fn validate(&self, p: &mut Problems) {
-        if self.listen_addr().is_none() {
-            p.bad(
-                "modbus.listen",
-                format!(
-                    "expected IP:port such as 127.0.0.1:5020 or [::1]:5020 (no host names), found {:?}",
-                    self.listen
-                ),
-            );
-        }
+        listen(p, "modbus.listen", &self.listen, 5020);
         if self.unit_id == 0 {
             p.bad(
                 "modbus.unit_id",

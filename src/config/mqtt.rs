@@ -1,7 +1,7 @@
 //! `[mqtt]`: results, state and health published to the plant's MQTT broker. Off unless
 //! the section is there. The topics and their messages: docs/mqtt.md.
 
-use super::Problems;
+use super::{range, Problems};
 use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -305,12 +305,6 @@ impl MqttConfig {
             None if path.is_absolute() => Ok(path.to_path_buf()),
             None => Ok(base.join(path)),
         }
-    }
-}
-
-fn range(p: &mut Problems, key: &str, v: u64, lo: u64, hi: u64, unit: &str) {
-    if !(lo..=hi).contains(&v) {
-        p.bad(key, format!("expected {lo} to {hi} {unit}, found {v}"));
     }
 }
 

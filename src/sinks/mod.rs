@@ -29,6 +29,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// At the end of a run, each sink gets this long for what it still holds (buffered
+/// results, the last state, the offline status) ...
+pub(crate) const STOP_WITHIN: Duration = Duration::from_millis(1500);
+/// ... and the record thread waits this long for all of them together.
+pub const STOP_WAIT: Duration = Duration::from_secs(2);
+
 /// What the line tells the plant.
 #[derive(Clone, Debug)]
 pub enum LineEvent {

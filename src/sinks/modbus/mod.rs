@@ -16,7 +16,7 @@ pub mod map;
 
 use crate::config::{Config, ModbusConfig};
 use crate::sinks::feed::{FeedReceiver, Recv};
-use crate::sinks::{Delivery, LineEvent, LineInfo, SinkReport, Sinks};
+use crate::sinks::{Delivery, LineEvent, LineInfo, SinkReport, Sinks, STOP_WITHIN};
 use anyhow::{bail, Context};
 use handshake::Core;
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -27,9 +27,6 @@ use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
 /// Events the server may fall behind by before the oldest are dropped (and counted as
 /// overruns: the sequence numbers show the gap).
 const FEED_CAPACITY: usize = 1024;
-/// At the end of a run, results still waiting for the PLC's acknowledge get this long
-/// (the record thread waits 2 s for every sink).
-const STOP_WITHIN: Duration = Duration::from_millis(1500);
 
 type Shared = Arc<Mutex<Core>>;
 

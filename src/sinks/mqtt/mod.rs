@@ -19,7 +19,7 @@ use crate::clock::{self, unix_ms};
 use crate::config::{Broker, Config, MqttConfig, PublishResults};
 use crate::frame::Verdict;
 use crate::sinks::feed::{FeedReceiver, Recv};
-use crate::sinks::{Cadence, Delivery, Headline, LineEvent, LineInfo, LineState, SinkReport, Sinks};
+use crate::sinks::{Cadence, Delivery, Headline, LineEvent, LineInfo, LineState, SinkReport, Sinks, STOP_WITHIN};
 use anyhow::Context;
 use message::{LastPart, Offline, SinkCounters, Topics};
 use outbox::{Outbox, Pending, Tag, Tracker};
@@ -40,9 +40,6 @@ const MAX_IN_FLIGHT: usize = 32;
 const PACKET_IDS: u16 = 1024;
 /// Events between the line and the bridge thread (the bridge empties it at once).
 const FEED_EVENTS: usize = 1024;
-/// The end of a run: results still buffered, the last state and the offline status get
-/// this long (the record thread waits 2 s for every sink).
-const STOP_WITHIN: Duration = Duration::from_millis(1500);
 /// Of which the offline status is given at least this much.
 const OFFLINE_WITHIN: Duration = Duration::from_millis(400);
 
@@ -210,6 +207,12 @@ impl Settings {
 
 /// rustls with the ring provider, chosen here (no process-wide default needed): the CA
 /// from `mqtt.ca_file` or the system's trust store, and the client certificate if any.
+/// A PEM file's bytes: a regular file, of a certificate's or a key's size at most.
+fn pem_file(key: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
+    crate::files::read_capped(path, crate::files::TEXT_MAX_BYTES)
+        .with_context(|| format!("{key}: cannot read {}", path.display()))
+}
+
 fn tls_config(m: &MqttConfig, config: &Config, key: Option<&Path>) -> anyhow::Result<Tls> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -217,8 +220,8 @@ fn tls_config(m: &MqttConfig, config: &Config, key: Option<&Path>) -> anyhow::Re
     let described = match &m.ca_file {
         Some(p) => {
             let path = config.resolve(p);
-            let certs = CertificateDer::pem_file_iter(&path)
-                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            let certs = CertificateDer::pem_slice_iter(&pem_file("mqtt.ca_file", &path)?)
+                .collect::<Result<Vec<_>, _>>()
                 .with_context(|| format!("mqtt.ca_file: cannot read PEM certificates from {}", path.display()))?;
             let (added, _) = roots.add_parsable_certificates(certs);
             if added == 0 {
@@ -246,13 +249,13 @@ fn tls_config(m: &MqttConfig, config: &Config, key: Option<&Path>) -> anyhow::Re
     let (client_config, client_cert) = match (&m.client_cert_file, key) {
         (Some(cert), Some(key)) => {
             let cert = config.resolve(cert);
-            let chain = CertificateDer::pem_file_iter(&cert)
-                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            let chain = CertificateDer::pem_slice_iter(&pem_file("mqtt.client_cert_file", &cert)?)
+                .collect::<Result<Vec<_>, _>>()
                 .with_context(|| format!("mqtt.client_cert_file: cannot read {}", cert.display()))?;
             if chain.is_empty() {
                 anyhow::bail!("mqtt.client_cert_file: no certificate in {}", cert.display());
             }
-            let key = PrivateKeyDer::from_pem_file(key)
+            let key = PrivateKeyDer::from_pem_slice(&pem_file("mqtt.client_key_file", key)?)
                 .with_context(|| format!("mqtt.client_key_file: cannot read a private key from {}", key.display()))?;
             let c = builder
                 .with_client_auth_cert(chain, key)
