@@ -19,9 +19,9 @@ use crate::model::Detector;
 use crate::preprocess;
 use crate::record::{
     image_name, FlushPolicy, ImageJob, JournalEvent, JournalTx, Leftover, MetricsFile, PartJob, PartRecord, RunStats,
-    SeqBlock, Snapshot, StageLatency, Summary, ToSinks, Writer, WriterSettings,
+    SeqBlock, Snapshot, StageLatency, StorageFault, Summary, ToSinks, Writer, WriterSettings,
 };
-use crate::runtime::Runtime;
+use crate::runtime::{FaultLine, Runtime};
 use crate::sinks::{Cadence, Controls, Headline, LineEvent, LineState, RunState, SinkSummary, Sinks};
 use crate::source::{self, CameraCell, Source};
 use anyhow::Context;
@@ -164,6 +164,7 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
         save_dir,
         sinks: rt.sinks,
         camera: rt.camera,
+        fault: rt.fault,
     };
     let recorder = spawn("record", move || record_loop(recorder, record_rx))?;
     let judge = {
@@ -508,6 +509,8 @@ struct Recorder {
     sinks: Sinks,
     /// The camera's state, written by its listener on the source's thread.
     camera: Arc<CameraCell>,
+    /// `status.fault_line`: asserted here too while storage refuses or blocks results.
+    fault: FaultLine,
 }
 
 /// Records every part until the judge is done; returns the run's statistics, the results
@@ -522,6 +525,7 @@ fn record_loop(rec: Recorder, records: Receiver<Recorded>) -> (RunStats, u64, Ve
         save_dir,
         sinks,
         camera,
+        fault,
     } = rec;
     let health = Arc::clone(writer.health());
     let mut stats = RunStats::new(started_ns);
@@ -562,6 +566,7 @@ fn record_loop(rec: Recorder, records: Receiver<Recorded>) -> (RunStats, u64, Ve
     let mut last_part = None;
     // A stalled write, reported once per stall.
     let mut stall_told = false;
+    let mut storage_fault = StorageFault::default();
     let mut records_open = true;
     while records_open || !to_sinks.is_empty() {
         let now = clock::now_ns();
@@ -572,7 +577,9 @@ fn record_loop(rec: Recorder, records: Receiver<Recorded>) -> (RunStats, u64, Ve
             writer.metrics(stats.summary(), threshold);
             sinks.send(state(&stats, RunState::Running, camera_now, last_part));
             cadence.told(now, headline);
-            match writer.stalled_ns(now) {
+            let stalled = writer.stalled_ns(now);
+            fault.storage(storage_fault.update(health.errors(), stalled.is_some(), now));
+            match stalled {
                 Some(b) if !stall_told => {
                     stall_told = true;
                     log::error!(

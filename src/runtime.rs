@@ -13,7 +13,7 @@ use crate::sinks::{self, LineInfo, Sinks};
 use crate::source::{self, CameraCell, CameraListener, Source};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The live objects built from a validated config (phase two of two).
 pub struct Runtime {
@@ -35,6 +35,8 @@ pub struct Runtime {
     pub info: LineInfo,
     /// The camera up or down, written by its listener, read into every line state.
     pub camera: Arc<CameraCell>,
+    /// `status.fault_line`, which the record thread asserts too while storage fails.
+    pub fault: FaultLine,
 }
 
 impl Runtime {
@@ -67,7 +69,8 @@ impl Runtime {
         if let Some(w) = detector.manifest.threshold_warning(threshold.0, threshold_key(&config)) {
             log::warn!("{}", w.trim_start_matches("WARN "));
         }
-        let source = open_source(&config, frames, &camera)?;
+        let fault = FaultLine::default();
+        let source = open_source(&config, frames, &camera, &fault)?;
         let results_path = match results_override {
             Some(p) => p.to_path_buf(),
             None => config.resolve(&config.record.results),
@@ -105,6 +108,7 @@ impl Runtime {
             sinks,
             info,
             camera,
+            fault,
         })
     }
 }
@@ -180,12 +184,18 @@ fn open_sequence(seq_file: &SeqFile, last_logged: Option<u64>) -> SeqBlock {
 }
 
 /// Opens the configured camera and trigger with the fault output following the camera:
-/// the one wiring for `run` and `collect`. The fault output is requested once the camera
-/// has opened, and left de-energised when the source is dropped. `camera` hears every
-/// loss and recovery too, for the plant's side.
-pub fn open_source(config: &Config, frames: FrameSpec, camera: &Arc<CameraCell>) -> anyhow::Result<Box<dyn Source>> {
-    let camera = Arc::clone(camera);
-    source::open(config, frames, || Ok(Box::new(FaultOutput::open(config, camera)?)))
+/// the one wiring for `run` and `collect`. `camera` hears every loss and recovery too,
+/// for the plant's side.
+pub fn open_source(
+    config: &Config,
+    frames: FrameSpec,
+    camera: &Arc<CameraCell>,
+    fault: &FaultLine,
+) -> anyhow::Result<Box<dyn Source>> {
+    let (camera, fault) = (Arc::clone(camera), fault.clone());
+    source::open(config, frames, || {
+        Ok(Box::new(FaultOutput::open(config, fault, camera)?))
+    })
 }
 
 /// Where the line's threshold comes from: the config, or the manifest's calibration.
@@ -214,55 +224,87 @@ pub fn camera_fits(config: &Config, limit: &FrameLimit) -> Result<(), String> {
     }
 }
 
-/// The `[status] fault_line`, driven from the camera supervisor's reports: asserted while
-/// the camera is down. Without a configured line, losses are only logged and counted.
-/// The same reports go to the camera cell that the plant's side reads.
-struct FaultOutput {
+/// The `[status] fault_line`, shared by its two causes: asserted while the camera is
+/// down (the supervisor's reports) or storage is failing (the record thread). Without a
+/// configured line, faults are only logged and counted. Requested once the camera has
+/// opened; left de-energised when the source is dropped.
+#[derive(Clone, Default)]
+pub struct FaultLine(Arc<Mutex<FaultState>>);
+
+#[derive(Default)]
+struct FaultState {
     line: Option<Box<dyn OutputLine>>,
-    camera: Arc<CameraCell>,
+    camera_down: bool,
+    storage_failing: bool,
+    asserted: bool,
 }
 
-impl FaultOutput {
-    /// Opens the configured fault line, deasserted; the camera has just opened.
-    fn open(config: &Config, camera: Arc<CameraCell>) -> anyhow::Result<FaultOutput> {
-        let line = match &config.status.fault_line {
-            Some(o) => Some(actuate::open_output(config, o, "linesight-fault", "status.fault_line")?),
-            None => None,
-        };
-        camera.opened(clock::unix_ms());
-        Ok(FaultOutput { line, camera })
+impl FaultLine {
+    /// Storage is failing (`true`) or works again.
+    pub fn storage(&self, failing: bool) {
+        self.update(|s| s.storage_failing = failing);
     }
 
-    /// Sets the line; a failed write is logged, never fatal (the parts are rejected anyway).
-    fn set(&mut self, asserted: bool) {
-        if let Some(line) = &mut self.line {
-            if let Err(e) = line.set(asserted) {
-                log::error!("fault output {}: {e:#}", line.describe());
+    fn update(&self, change: impl FnOnce(&mut FaultState)) {
+        let mut s = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut s);
+        let want = s.camera_down || s.storage_failing;
+        if want != s.asserted {
+            s.asserted = want;
+            // A failed write is logged, never fatal (the parts are rejected anyway).
+            if let Some(line) = &mut s.line {
+                if let Err(e) = line.set(want) {
+                    log::error!("fault output {}: {e:#}", line.describe());
+                }
             }
         }
     }
 }
 
+/// The camera supervisor's end of the fault line; the same reports go to the camera cell
+/// that the plant's side reads.
+struct FaultOutput {
+    fault: FaultLine,
+    camera: Arc<CameraCell>,
+}
+
+impl FaultOutput {
+    /// Opens the configured fault line, deasserted; the camera has just opened.
+    fn open(config: &Config, fault: FaultLine, camera: Arc<CameraCell>) -> anyhow::Result<FaultOutput> {
+        if let Some(o) = &config.status.fault_line {
+            let line = actuate::open_output(config, o, "linesight-fault", "status.fault_line")?;
+            fault.update(|s| {
+                s.line = Some(line);
+                s.asserted = false;
+            });
+        }
+        camera.opened(clock::unix_ms());
+        Ok(FaultOutput { fault, camera })
+    }
+}
+
 impl CameraListener for FaultOutput {
     fn camera_down(&mut self, cause: &str) {
-        self.set(true);
+        self.fault.update(|s| s.camera_down = true);
         self.camera.down(cause, clock::unix_ms());
     }
 
     fn camera_up(&mut self) {
-        self.set(false);
+        self.fault.update(|s| s.camera_down = false);
         self.camera.up(clock::unix_ms());
     }
 
     fn down_action(&self) -> Option<&str> {
-        self.line.as_ref().map(|_| "fault output asserted")
+        let configured = self.fault.0.lock().unwrap_or_else(|e| e.into_inner()).line.is_some();
+        configured.then_some("fault output asserted")
     }
 }
 
 impl Drop for FaultOutput {
     /// The fault output ends as a stopped board leaves it: de-energised.
     fn drop(&mut self) {
-        if let Some(line) = &mut self.line {
+        let mut s = self.fault.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut line) = s.line.take() {
             if let Err(e) = line.release() {
                 log::error!("fault output {}: {e:#}", line.describe());
             }

@@ -46,7 +46,10 @@ fn a_full_disk_leaves_whole_lines_only_and_every_lost_line_is_counted() {
         set(t, "camera.parts_per_second", 20.0.into());
         set(t, "camera.defect_ratio", 0.0.into());
         set(t, "record.flush_lines", 5.into());
+        set(t, "status.fault_line.kind", "simulated".into());
     });
+    let fault_log = sim.dir.path().join("fault-edges.jsonl");
+    sim.edit(|t| set(t, "status.fault_line.edge_log", fault_log.display().to_string().into()));
     let results = sim.results_path();
     // Room for about 40 of the 120 lines; each write past the limit is torn by the kernel
     // (a part written, the rest refused with EFBIG), as on a disk that fills up.
@@ -97,6 +100,13 @@ fn a_full_disk_leaves_whole_lines_only_and_every_lost_line_is_counted() {
     eprintln!(
         "full disk: {} lines written ({size} bytes), {errors} counted as record_errors, {logged} log lines",
         lines.len()
+    );
+
+    // The fault output told the PLC while storage refused lines, and ended de-energised.
+    let fault = common::edges_of(&fault_log);
+    assert!(
+        fault.first().is_some_and(|e| e.1) && fault.last().is_some_and(|e| !e.1),
+        "fault output raised while lines were refused: {fault:?}"
     );
 
     // Once there is room again, the next run first writes an `interrupted` line for each

@@ -75,7 +75,7 @@ pub fn collect(config: &Config, count: usize, out: &Path, stop: &AtomicBool) -> 
         .append(true)
         .open(&index_path)
         .with_context(|| format!("cannot open {}", index_path.display()))?;
-    let mut source = runtime::open_source(config, model_frames(config), &Default::default())?;
+    let mut source = runtime::open_source(config, model_frames(config), &Default::default(), &Default::default())?;
     log::info!("collecting {count} frames from {}", source.describe());
     let mut report = CollectReport { saved: 0, skipped: 0 };
     while report.saved < count && !stop.load(Ordering::Relaxed) {

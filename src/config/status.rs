@@ -8,8 +8,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StatusConfig {
-    /// Output asserted while the camera is lost (for a stack light or the line PLC), same keys
-    /// as `[reject.output]`. Unset: losses are only logged and counted.
+    /// Output asserted while the camera is lost, and while storage refuses or blocks results
+    /// lines (from the failure until 5 s after the last one), for a stack light or the line
+    /// PLC; same keys as `[reject.output]`. Unset: faults are only logged and counted.
     pub fault_line: Option<OutputConfig>,
     /// A camera (v4l2, gstreamer) that delivers no frame for this long is lost (default 2000,
     /// 0 to 600000; 0: never, for cameras that are idle between parts). Keep it well below `reject.delay_ms` in

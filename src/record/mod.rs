@@ -19,4 +19,4 @@ pub use results::{plan_tail, results_line, NotResults, PartRecord, Repair, Resul
 pub use retention::{plan as retention_plan, sweep as retention_sweep, Keep, Saved};
 pub use seq::{SeqBlock, SeqFile, BLOCK as SEQ_BLOCK};
 pub use summary::{RunStats, Summary};
-pub use writer::{Health, ImageDone, ImageJob, PartJob, ToSinks, Writer, WriterEnd, WriterSettings};
+pub use writer::{Health, ImageDone, ImageJob, PartJob, StorageFault, ToSinks, Writer, WriterEnd, WriterSettings};

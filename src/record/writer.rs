@@ -31,6 +31,31 @@ pub struct Health {
     metrics_queued: AtomicBool,
 }
 
+/// Whether storage is failing now, for `status.fault_line`: while a write is stalled, and
+/// for [`StorageFault::HOLD_NS`] after the last results line it refused, so that a PLC
+/// polling the line sees even a short failure. Pure: the time is passed in.
+#[derive(Debug, Default)]
+pub struct StorageFault {
+    errors: u64,
+    last_error_ns: Option<u64>,
+}
+
+impl StorageFault {
+    pub const HOLD_NS: u64 = 5_000_000_000;
+
+    /// `errors`: results lines not written so far; `stalled`: a write blocked past stall_ms.
+    pub fn update(&mut self, errors: u64, stalled: bool, now_ns: u64) -> bool {
+        if errors > self.errors {
+            self.errors = errors;
+            self.last_error_ns = Some(now_ns);
+        }
+        stalled
+            || self
+                .last_error_ns
+                .is_some_and(|t| now_ns.saturating_sub(t) < Self::HOLD_NS)
+    }
+}
+
 impl Health {
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
@@ -483,6 +508,20 @@ impl<T> ToSinks<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_faults_while_stalled_and_for_a_while_after_each_refused_line() {
+        let s = 1_000_000_000;
+        let mut f = StorageFault::default();
+        assert!(!f.update(0, false, 0));
+        assert!(f.update(0, true, s), "a stalled write");
+        assert!(!f.update(0, false, 2 * s), "the stall is over");
+        assert!(f.update(3, false, 10 * s), "lines refused");
+        assert!(f.update(3, false, 14 * s), "held");
+        assert!(!f.update(3, false, 15 * s), "released HOLD after the last refusal");
+        assert!(f.update(4, false, 20 * s));
+        assert!(!f.update(4, false, 26 * s));
+    }
 
     const MS: u64 = 1_000_000;
 
