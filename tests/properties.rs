@@ -46,7 +46,8 @@ fn mutate(text: &str, edits: &[(usize, u8, String)]) -> String {
                 }
             }
             2 => {
-                let cut = lines[i].floor_char_boundary(lines[i].len() / 2);
+                let half = lines[i].chars().count() / 2;
+                let cut = lines[i].char_indices().nth(half).map_or(0, |(b, _)| b);
                 lines[i].truncate(cut);
             }
             _ => {
