@@ -152,3 +152,41 @@ fn encoded(format: image::ImageFormat) -> Vec<u8> {
     img.write_to(&mut out, format).unwrap();
     out.into_inner()
 }
+
+/// Every fuzzing seed (and any input that once crashed a fuzz target, kept beside them)
+/// goes through the same entry points as the fuzz targets.
+#[test]
+fn the_fuzz_seeds_replay_without_a_panic() {
+    let seeds = common::repo().join("fuzz/seeds");
+    let files = |target: &str| {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(seeds.join(target))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        assert!(!v.is_empty(), "no seeds for {target}");
+        v
+    };
+    for f in files("config") {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        if let Ok(c) = Config::parse(&text, &f, PathBuf::new()) {
+            let _ = c.problems();
+        }
+    }
+    for f in files("manifest") {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(&f, dir.path().join("model.toml")).unwrap();
+        let _ = Manifest::load(dir.path());
+    }
+    let m = Manifest::load(&common::repo().join("models/sim-flange")).unwrap();
+    let limit = m.input.frames(4).limit;
+    let mut decoded = 0;
+    for f in files("image") {
+        if let Ok(px) = decode_image(&std::fs::read(&f).unwrap(), &limit) {
+            decoded += 1;
+            let mut out = vec![0f32; m.input.shape.iter().product()];
+            linesight::preprocess::to_tensor(&px, &m.input, &mut out).unwrap();
+        }
+    }
+    assert!(decoded >= 3, "the clean seed images decode ({decoded})");
+}
