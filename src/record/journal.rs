@@ -44,16 +44,19 @@ pub enum Event {
     Pulsed { end_ns: u64 },
 }
 
-impl Event {
-    fn line(&self) -> String {
+/// The event's journal line, newline included.
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match *self {
-            Event::Captured { id, capture_ns } => format!("c {id} {capture_ns}\n"),
-            Event::Rejected { id, capture_ns, end_ns } => format!("r {id} {capture_ns} {end_ns}\n"),
-            Event::Written { id } => format!("w {id}\n"),
-            Event::Pulsed { end_ns } => format!("p {end_ns}\n"),
+            Event::Captured { id, capture_ns } => writeln!(f, "c {id} {capture_ns}"),
+            Event::Rejected { id, capture_ns, end_ns } => writeln!(f, "r {id} {capture_ns} {end_ns}"),
+            Event::Written { id } => writeln!(f, "w {id}"),
+            Event::Pulsed { end_ns } => writeln!(f, "p {end_ns}"),
         }
     }
+}
 
+impl Event {
     fn parse(line: &str) -> Option<Event> {
         let mut f = line.split(' ');
         let kind = f.next()?;
@@ -234,13 +237,13 @@ impl Ledger {
             let _ = writeln!(s, "run {run}");
         }
         if self.pulsed_to > 0 {
-            s += &Event::Pulsed { end_ns: self.pulsed_to }.line();
+            let _ = write!(s, "{}", Event::Pulsed { end_ns: self.pulsed_to });
         }
         for (&id, &capture_ns) in &self.unwritten {
-            s += &Event::Captured { id, capture_ns }.line();
+            let _ = write!(s, "{}", Event::Captured { id, capture_ns });
         }
         for (&id, &(capture_ns, end_ns)) in &self.rejects {
-            s += &Event::Rejected { id, capture_ns, end_ns }.line();
+            let _ = write!(s, "{}", Event::Rejected { id, capture_ns, end_ns });
         }
         s
     }
@@ -285,14 +288,14 @@ impl Journal {
     /// Starts this run's journal at `path` (replacing the last one's, already read).
     pub fn start(path: &Path, run_id: &str) -> anyhow::Result<Journal> {
         let ledger = Ledger::new(run_id);
-        let file = rewrite(path, &ledger).with_context(|| format!("record.journal_file {}", path.display()))?;
+        let (file, size) = rewrite(path, &ledger).with_context(|| format!("record.journal_file {}", path.display()))?;
         let (tx, rx) = unbounded();
         let (done_tx, done) = crossbeam_channel::bounded(1);
         let p = path.to_path_buf();
         std::thread::Builder::new()
             .name("ls-journal".into())
             .spawn(move || {
-                let settled = run(rx, file, ledger, &p);
+                let settled = run(rx, (file, size), ledger, &p);
                 let _ = done_tx.send(settled);
             })
             .context("cannot start the journal thread")?;
@@ -333,19 +336,17 @@ impl Journal {
 }
 
 /// Writes `ledger`'s open entries to a new file beside `path` and renames it over, so the
-/// journal is whole at every moment; returns the file opened for appending.
-fn rewrite(path: &Path, ledger: &Ledger) -> std::io::Result<File> {
+/// journal is whole at every moment; returns the file opened for appending, and its size.
+fn rewrite(path: &Path, ledger: &Ledger) -> std::io::Result<(File, u64)> {
     let tmp = path.with_extension("journal-new");
-    let mut f = File::create(&tmp)?;
-    f.write_all(ledger.text().as_bytes())?;
-    drop(f);
+    let text = ledger.text();
+    File::create(&tmp)?.write_all(text.as_bytes())?;
     std::fs::rename(&tmp, path)?;
-    OpenOptions::new().append(true).open(path)
+    Ok((OpenOptions::new().append(true).open(path)?, text.len() as u64))
 }
 
 /// The thread's loop; returns whether the run settled everything.
-fn run(rx: Receiver<Event>, mut file: File, mut ledger: Ledger, path: &Path) -> bool {
-    let mut written: u64 = ledger.text().len() as u64;
+fn run(rx: Receiver<Event>, (mut file, mut written): (File, u64), mut ledger: Ledger, path: &Path) -> bool {
     let mut errors = 0u64;
     let mut batch = String::new();
     while let Ok(first) = rx.recv() {
@@ -353,13 +354,10 @@ fn run(rx: Receiver<Event>, mut file: File, mut ledger: Ledger, path: &Path) -> 
         // One write for everything waiting: a busy line costs one syscall per wake-up.
         for e in std::iter::once(first).chain(rx.try_iter()) {
             ledger.apply(e);
-            batch += &e.line();
+            let _ = write!(batch, "{e}");
         }
         let r = if written + batch.len() as u64 > COMPACT_BYTES {
-            rewrite(path, &ledger).map(|f| {
-                file = f;
-                written = ledger.text().len() as u64;
-            })
+            rewrite(path, &ledger).map(|(f, size)| (file, written) = (f, size))
         } else {
             file.write_all(batch.as_bytes()).map(|()| written += batch.len() as u64)
         };
