@@ -142,6 +142,7 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
             flush: FlushPolicy::new(rec.flush_lines, rec.flush_ms),
             backlog_parts: rec.backlog_parts.min(1 << 20) as usize,
             stall_ms: rec.stall_ms,
+            rotate_bytes: rec.rotate_mb.saturating_mul(1 << 20),
             keep: crate::record::Keep::new(rec.keep_mb, rec.keep_days),
             save_dir: save_dir.clone(),
             journal: journal.tx(),
@@ -535,6 +536,7 @@ fn record_loop(rec: Recorder, records: Receiver<Recorded>) -> (RunStats, u64, Ve
     let figures = |stats: &mut RunStats| {
         (stats.record_errors, stats.record_backlog) = (health.errors(), health.backlog());
         stats.images_removed = health.images_removed();
+        stats.logs_removed = health.logs_removed();
     };
     let state = |stats: &RunStats, run_state, camera, last_part| {
         LineEvent::State(Arc::new(LineState {
@@ -639,6 +641,7 @@ fn record_loop(rec: Recorder, records: Receiver<Recorded>) -> (RunStats, u64, Ve
         let ticket = image.as_ref().map(|i| i.ticket);
         let queued = writer.part(PartJob {
             id: record.id,
+            device_seq,
             line: record.line(),
             image,
         });

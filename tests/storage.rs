@@ -494,3 +494,53 @@ fn saved_images_beyond_keep_mb_are_removed_oldest_first_and_counted() {
         .count();
     assert!(new >= 1, "the run's own images are kept: {left:?}");
 }
+
+#[test]
+fn a_results_log_past_rotate_mb_is_rotated_and_old_logs_leave_within_keep_mb() {
+    let sim = SimRun::new(|t| {
+        set(t, "record.rotate_mb", 1.into());
+        set(t, "record.keep_mb", 3.into());
+    });
+    // The device numbered parts up to 100 before: rotated logs 1 and 2 are older.
+    std::fs::write(sim.dir.path().join("linesight.seq"), "100\n").unwrap();
+    // One run's real lines, repeated past 1 MiB: the log a week of parts leaves.
+    let first = sim.run(&["--max-parts", "2"]);
+    assert!(first.status.success(), "{}", text(&first).1);
+    let results = sim.results_path();
+    let line = std::fs::read_to_string(&results)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned()
+        + "\n";
+    let live = line.repeat((1 << 20) / line.len() + 1);
+    std::fs::write(&results, &live).unwrap();
+    // Older rotated logs: 1 MiB each, numbered before this device's parts.
+    let dir = results.parent().unwrap();
+    let old: Vec<_> = (1..=2).map(|s| dir.join(format!("results.{s:010}.jsonl"))).collect();
+    for p in &old {
+        std::fs::write(p, vec![b'{'; 1 << 20]).unwrap();
+    }
+    std::fs::write(dir.join("results.backup.jsonl"), b"not linesight's\n").unwrap();
+
+    let out = sim.run(&["--max-parts", "3"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    // The full log was closed after the first new line, under that line's device_seq.
+    let now = whole_results_lines(&results);
+    assert_eq!(now.len(), 2, "the two lines after the rotation: {now:?}");
+    let rotated_seq = now[0]["device_seq"].as_u64().unwrap() - 1;
+    let rotated = dir.join(format!("results.{rotated_seq:010}.jsonl"));
+    let closed = whole_results_lines(&rotated);
+    assert_eq!(closed.last().unwrap()["device_seq"], rotated_seq);
+    assert_eq!(closed.len(), live.lines().count() + 1);
+    assert!(stderr.contains("reached record.rotate_mb"), "{stderr}");
+    // Within 3 MiB: the oldest rotated log went, the next fits beside the new one.
+    assert!(!old[0].exists() && old[1].exists(), "{stderr}");
+    assert!(
+        dir.join("results.backup.jsonl").exists(),
+        "only linesight's names are removed"
+    );
+    assert_eq!(common::reported(&stdout, "results logs removed "), 1.0, "{stdout}");
+}

@@ -45,10 +45,15 @@ pub struct RecordConfig {
     /// start writes one `interrupted` results line for each part it left without a line or
     /// without its reject pulse; a clean end removes the file.
     pub journal_file: PathBuf,
-    /// Saved images kept in `save_dir`, MiB: beyond it the oldest are removed (counted in
-    /// the log and the summary; 1 to 2^30). Unset: no limit. Only linesight's own image names are removed.
+    /// The results log is rotated once it holds this many MiB (default 64; 1 to 1048576):
+    /// closed as `results.<device_seq of its last line>.jsonl` beside it, and a new one begun.
+    pub rotate_mb: u64,
+    /// Disk budget, MiB, for saved images in `save_dir` and rotated results logs together
+    /// (1 to 2^30): beyond it the oldest are removed (counted in the log and the summary).
+    /// The live results log is never removed, and only linesight's own names are. Unset: no limit.
     pub keep_mb: Option<u64>,
-    /// Saved images older than this many days (1 to 36500) are removed. Unset: no limit.
+    /// Saved images and rotated results logs older than this many days (1 to 36500) are
+    /// removed. Unset: no limit.
     pub keep_days: Option<u64>,
 }
 
@@ -66,6 +71,7 @@ impl Default for RecordConfig {
             backlog_parts: 1000,
             seq_file: PathBuf::from("linesight.seq"),
             journal_file: PathBuf::from("linesight.journal"),
+            rotate_mb: 64,
             keep_mb: None,
             keep_days: None,
         }
@@ -84,6 +90,7 @@ mod tests {
             flush_ms: u64::MAX,
             stall_ms: 0,
             backlog_parts: 1 << 40,
+            rotate_mb: 0,
             keep_mb: Some(0),
             keep_days: Some(1_000_000),
             ..RecordConfig::default()
@@ -95,6 +102,7 @@ mod tests {
             "flush_ms",
             "stall_ms",
             "backlog_parts",
+            "rotate_mb",
             "keep_mb",
             "keep_days",
         ] {
@@ -103,7 +111,7 @@ mod tests {
                 "{key}: {found:?}"
             );
         }
-        assert_eq!(found.len(), 7, "{found:?}");
+        assert_eq!(found.len(), 8, "{found:?}");
         assert!(Problems::of(|p| RecordConfig::default().validate(p)).is_empty());
     }
 }
@@ -133,6 +141,7 @@ impl RecordConfig {
         range(p, "record.flush_ms", self.flush_ms, 1, 3_600_000, "ms");
         range(p, "record.stall_ms", self.stall_ms, 100, 600_000, "ms");
         range(p, "record.backlog_parts", self.backlog_parts, 1, 1 << 20, "parts");
+        range(p, "record.rotate_mb", self.rotate_mb, 1, 1 << 20, "MiB");
         if let Some(mb) = self.keep_mb {
             range(p, "record.keep_mb", mb, 1, 1 << 30, "MiB");
         }

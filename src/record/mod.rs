@@ -16,7 +16,7 @@ pub use journal::{read as read_journal, Event as JournalEvent, Journal, JournalT
 pub use metrics::{Metrics, MetricsFile, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 pub use overlay::{image_name, overlay, Snapshot};
 pub use results::{plan_tail, results_line, NotResults, PartRecord, Repair, ResultsLog, StageLatency, TailPlan};
-pub use retention::{plan as retention_plan, sweep as retention_sweep, Keep, Saved};
+pub use retention::{rotated_name, Keep, Removed};
 pub use seq::{SeqBlock, SeqFile, BLOCK as SEQ_BLOCK};
 pub use summary::{RunStats, Summary};
 pub use writer::{Health, ImageDone, ImageJob, PartJob, StorageFault, ToSinks, Writer, WriterEnd, WriterSettings};

@@ -159,6 +159,40 @@ impl ResultsLog {
         Ok(())
     }
 
+    /// Bytes in the log, up to its last whole line.
+    pub fn bytes(&self) -> u64 {
+        self.good_len
+    }
+
+    /// Renames the log to `to` and goes on in a new, empty one at its path. If the new
+    /// one cannot be made, the rename is undone and the log goes on as it was.
+    pub fn rotate(&mut self, to: &Path) -> std::io::Result<()> {
+        if to.exists() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} already exists", to.display()),
+            ));
+        }
+        std::fs::rename(&self.path, to)?;
+        let new = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create_new(true)
+            .open(&self.path);
+        match new {
+            Ok(file) => {
+                self.file = file;
+                self.good_len = 0;
+                self.dirty = false;
+                Ok(())
+            }
+            Err(e) => {
+                std::fs::rename(to, &self.path)?;
+                Err(e)
+            }
+        }
+    }
+
     /// fdatasync: the lines written so far survive a power cut.
     pub fn sync(&mut self) -> std::io::Result<()> {
         self.file.sync_data()

@@ -1,17 +1,30 @@
-//! Retention of saved images (`record.keep_mb`, `record.keep_days`): the oldest go first.
-//! Saved images are named `<device_seq>_…png`, so that name order is age order; only
-//! files so named are ever removed. The plan is pure, with time passed in; the sweep runs
-//! on the writer thread, now and then.
+//! Retention of what the record keeps besides the live results log (`record.keep_mb`,
+//! `record.keep_days`): saved images and rotated results logs, the oldest first.
+//! Both carry a `device_seq` in their names (an image its part's, a rotated log its last
+//! line's), so that this number is their age order; only files so named are ever
+//! removed. The plan is pure, with time passed in; the sweep runs on the writer thread,
+//! now and then.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// One saved image, as the sweep finds it.
+/// One file the sweep may remove.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Saved {
-    pub name: String,
+    pub path: PathBuf,
+    pub kind: Kind,
+    /// The `device_seq` in its name: its age order.
+    pub seq: u64,
     pub bytes: u64,
     /// Last modified, Unix seconds.
     pub modified_s: u64,
+}
+
+/// What a file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Image,
+    /// A rotated results log.
+    Log,
 }
 
 /// The limits; `None`: no limit of that kind.
@@ -34,17 +47,41 @@ impl Keep {
     }
 }
 
-/// A saved image's name: ten digits of `device_seq`, `_`, …, `.png`.
-pub fn is_saved_image(name: &str) -> bool {
+/// A saved image's name: ten digits of `device_seq`, `_`, …, `.png`; its `device_seq`.
+pub fn saved_image_seq(name: &str) -> Option<u64> {
     let b = name.as_bytes();
-    b.len() > 15 && b[..10].iter().all(u8::is_ascii_digit) && b[10] == b'_' && name.ends_with(".png")
+    let ok = b.len() > 15 && b[..10].iter().all(u8::is_ascii_digit) && b[10] == b'_' && name.ends_with(".png");
+    ok.then(|| name[..10].parse().ok()).flatten()
 }
 
-/// The names to remove, oldest first: those older than `keep.secs`, then the oldest of
+/// The name a results log `live` (e.g. `results.jsonl`) is rotated to when its last line
+/// has `device_seq` `seq`: `results.0000000123.jsonl`.
+pub fn rotated_name(live: &Path, seq: u64) -> PathBuf {
+    let stem = live.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match live.extension() {
+        Some(ext) => format!("{stem}.{seq:010}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.{seq:010}"),
+    };
+    live.with_file_name(name)
+}
+
+/// A rotated results log's name (as `rotated_name` makes them for `live`); its `device_seq`.
+pub fn rotated_seq(live: &Path, name: &str) -> Option<u64> {
+    let stem = live.file_stem()?.to_str()?;
+    let rest = name.strip_prefix(stem)?.strip_prefix('.')?;
+    let digits = match live.extension() {
+        Some(ext) => rest.strip_suffix(ext.to_str()?)?.strip_suffix('.')?,
+        None => rest,
+    };
+    (digits.len() == 10 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// The files to remove, oldest first: those older than `keep.secs`, then the oldest of
 /// the rest until what is left fits in `keep.bytes`.
-pub fn plan(mut files: Vec<Saved>, keep: Keep, now_s: u64) -> Vec<String> {
-    files.retain(|f| is_saved_image(&f.name));
-    files.sort_by(|a, b| a.name.cmp(&b.name));
+pub fn plan(mut files: Vec<Saved>, keep: Keep, now_s: u64) -> Vec<Saved> {
+    files.sort_by(|a, b| (a.seq, &a.path).cmp(&(b.seq, &b.path)));
     let mut total: u64 = files.iter().map(|f| f.bytes).sum();
     let mut out = Vec::new();
     for f in files {
@@ -54,22 +91,52 @@ pub fn plan(mut files: Vec<Saved>, keep: Keep, now_s: u64) -> Vec<String> {
             break;
         }
         total -= f.bytes;
-        out.push(f.name);
+        out.push(f);
     }
     out
 }
 
-/// Removes what `plan` says from `dir`; returns the files and bytes removed.
-pub fn sweep(dir: &Path, keep: Keep, now_s: u64) -> std::io::Result<(u64, u64)> {
+/// What a sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub images: u64,
+    pub logs: u64,
+    pub bytes: u64,
+}
+
+/// Removes what `plan` says of the saved images in `save_dir` and the rotated
+/// logs beside the results log `live`, within one budget.
+pub fn sweep(save_dir: &Path, live: &Path, keep: Keep, now_s: u64) -> std::io::Result<Removed> {
     let mut files = Vec::new();
-    for e in std::fs::read_dir(dir)? {
+    list(save_dir, Kind::Image, saved_image_seq, &mut files)?;
+    let logs_dir = live
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    list(logs_dir, Kind::Log, |name| rotated_seq(live, name), &mut files)?;
+    let mut removed = Removed::default();
+    for f in plan(files, keep, now_s) {
+        std::fs::remove_file(&f.path)?;
+        match f.kind {
+            Kind::Image => removed.images += 1,
+            Kind::Log => removed.logs += 1,
+        }
+        removed.bytes += f.bytes;
+    }
+    Ok(removed)
+}
+
+/// The regular files in `dir` whose names `seq_of` knows.
+fn list(dir: &Path, kind: Kind, seq_of: impl Fn(&str) -> Option<u64>, out: &mut Vec<Saved>) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        r => r?,
+    };
+    for e in entries {
         let e = e?;
-        let Ok(name) = e.file_name().into_string() else {
+        let Some(seq) = e.file_name().to_str().and_then(&seq_of) else {
             continue;
         };
-        if !is_saved_image(&name) {
-            continue;
-        }
         let m = e.metadata()?;
         if !m.is_file() {
             continue;
@@ -79,20 +146,15 @@ pub fn sweep(dir: &Path, keep: Keep, now_s: u64) -> std::io::Result<(u64, u64)> 
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
-        files.push(Saved {
-            name,
+        out.push(Saved {
+            path: e.path(),
+            kind,
+            seq,
             bytes: m.len(),
             modified_s,
         });
     }
-    let sizes: std::collections::HashMap<String, u64> = files.iter().map(|f| (f.name.clone(), f.bytes)).collect();
-    let (mut n, mut bytes) = (0, 0);
-    for name in plan(files, keep, now_s) {
-        std::fs::remove_file(dir.join(&name))?;
-        n += 1;
-        bytes += sizes[&name];
-    }
-    Ok((n, bytes))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -101,78 +163,29 @@ mod tests {
 
     fn f(seq: u64, bytes: u64, modified_s: u64) -> Saved {
         Saved {
-            name: format!("{seq:010}_r1_{seq:08}_above_threshold.png"),
+            path: format!("{seq:010}_r1_{seq:08}_above_threshold.png").into(),
+            kind: Kind::Image,
+            seq,
             bytes,
             modified_s,
         }
     }
 
-    #[test]
-    fn the_oldest_go_first_until_the_rest_fits_and_is_young_enough() {
-        let files = vec![f(3, 100, 1000), f(1, 100, 900), f(2, 100, 950), f(4, 100, 1000)];
-        let names = |v: Vec<String>| {
-            v.into_iter()
-                .map(|n| n[..10].parse::<u64>().unwrap())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(names(plan(files.clone(), Keep::default(), 2000)), Vec::<u64>::new());
-        assert_eq!(
-            names(plan(
-                files.clone(),
-                Keep {
-                    bytes: Some(250),
-                    secs: None
-                },
-                0
-            )),
-            [1, 2]
-        );
-        assert_eq!(
-            names(plan(
-                files.clone(),
-                Keep {
-                    bytes: None,
-                    secs: Some(60)
-                },
-                1000
-            )),
-            [1]
-        );
-        assert_eq!(
-            names(plan(
-                files,
-                Keep {
-                    bytes: Some(350),
-                    secs: Some(60)
-                },
-                1000
-            )),
-            [1],
-            "old, and then within the size"
-        );
+    fn seqs(v: Vec<Saved>) -> Vec<u64> {
+        v.into_iter().map(|f| f.seq).collect()
     }
 
     #[test]
-    fn only_saved_images_are_ever_removed() {
-        let mut files = vec![f(1, 100, 0)];
-        for name in ["notes.png", "0000000001.png", "readme.txt", "000000000x_r_1_a.png"] {
-            files.push(Saved {
-                name: name.into(),
-                bytes: 1000,
-                modified_s: 0,
-            });
-        }
+    fn the_oldest_go_first_until_the_rest_fits_and_is_young_enough() {
+        let files = vec![f(3, 100, 1000), f(1, 100, 900), f(2, 100, 950), f(4, 100, 1000)];
+        let keep = |bytes, secs| Keep { bytes, secs };
+        assert_eq!(seqs(plan(files.clone(), Keep::default(), 2000)), Vec::<u64>::new());
+        assert_eq!(seqs(plan(files.clone(), keep(Some(250), None), 0)), [1, 2]);
+        assert_eq!(seqs(plan(files.clone(), keep(None, Some(60)), 1000)), [1]);
         assert_eq!(
-            plan(
-                files,
-                Keep {
-                    bytes: Some(0),
-                    secs: Some(0)
-                },
-                10
-            )
-            .len(),
-            1
+            seqs(plan(files, keep(Some(350), Some(60)), 1000)),
+            [1],
+            "old, and then within the size"
         );
         assert_eq!(
             Keep::new(Some(2), Some(1)),
@@ -184,12 +197,44 @@ mod tests {
     }
 
     #[test]
-    fn a_sweep_removes_the_planned_files_and_counts_them() {
-        let dir = tempfile::tempdir().unwrap();
-        for seq in 1..=4 {
-            std::fs::write(dir.path().join(f(seq, 0, 0).name), vec![0u8; 1000]).unwrap();
+    fn only_linesight_s_own_names_are_known() {
+        assert_eq!(saved_image_seq("0000000012_r_1_above_threshold.png"), Some(12));
+        for name in ["notes.png", "0000000001.png", "readme.txt", "000000000x_r_1_a.png"] {
+            assert_eq!(saved_image_seq(name), None, "{name}");
         }
-        std::fs::write(dir.path().join("keep-me.png"), vec![0u8; 5000]).unwrap();
+        let live = Path::new("/var/lib/linesight/results.jsonl");
+        assert_eq!(
+            rotated_name(live, 1234),
+            Path::new("/var/lib/linesight/results.0000001234.jsonl")
+        );
+        assert_eq!(rotated_seq(live, "results.0000001234.jsonl"), Some(1234));
+        for name in [
+            "results.jsonl",
+            "results.123.jsonl",
+            "other.0000001234.jsonl",
+            "results.0000001234.json",
+        ] {
+            assert_eq!(rotated_seq(live, name), None, "{name}");
+        }
+        let bare = Path::new("log");
+        assert_eq!(rotated_name(bare, 7), Path::new("log.0000000007"));
+        assert_eq!(rotated_seq(bare, "log.0000000007"), Some(7));
+    }
+
+    #[test]
+    fn a_sweep_removes_the_oldest_images_and_rotated_logs_within_one_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let saved = dir.path().join("saved");
+        std::fs::create_dir(&saved).unwrap();
+        for seq in [1, 3, 5] {
+            std::fs::write(saved.join(&f(seq, 0, 0).path), vec![0u8; 1000]).unwrap();
+        }
+        let live = dir.path().join("results.jsonl");
+        std::fs::write(&live, vec![b'x'; 5000]).unwrap();
+        for seq in [2, 4] {
+            std::fs::write(rotated_name(&live, seq), vec![0u8; 1000]).unwrap();
+        }
+        std::fs::write(saved.join("keep-me.png"), vec![0u8; 5000]).unwrap();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -198,12 +243,30 @@ mod tests {
             bytes: Some(2500),
             secs: None,
         };
-        assert_eq!(sweep(dir.path(), keep, now).unwrap(), (2, 2000));
-        let mut left: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
-        assert_eq!(left, [f(3, 0, 0).name, f(4, 0, 0).name, "keep-me.png".into()]);
+        let removed = sweep(&saved, &live, keep, now).unwrap();
+        assert_eq!(
+            removed,
+            Removed {
+                images: 2,
+                logs: 1,
+                bytes: 3000
+            }
+        );
+        let names = |d: &Path| {
+            let mut v: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            names(&saved),
+            [f(5, 0, 0).path.to_string_lossy().into_owned(), "keep-me.png".into()]
+        );
+        assert_eq!(
+            names(dir.path()),
+            ["results.0000000004.jsonl", "results.jsonl", "saved"]
+        );
     }
 }

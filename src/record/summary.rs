@@ -30,6 +30,7 @@ pub struct RunStats {
     pub record_errors: u64,
     pub record_backlog: u64,
     pub images_removed: u64,
+    pub logs_removed: u64,
 }
 
 /// The numbers a user checks at the end of a run.
@@ -61,6 +62,8 @@ pub struct Summary {
     pub record_backlog: u64,
     /// Saved images removed by retention (`record.keep_mb`, `record.keep_days`).
     pub images_removed: u64,
+    /// Rotated results logs removed by retention.
+    pub logs_removed: u64,
 }
 
 impl RunStats {
@@ -82,6 +85,7 @@ impl RunStats {
             record_errors: 0,
             record_backlog: 0,
             images_removed: 0,
+            logs_removed: 0,
         }
     }
 
@@ -151,6 +155,7 @@ impl RunStats {
             record_errors: self.record_errors,
             record_backlog: self.record_backlog,
             images_removed: self.images_removed,
+            logs_removed: self.logs_removed,
         }
     }
 
@@ -214,6 +219,13 @@ impl Summary {
                 s,
                 "images removed {}  (oldest first: record.keep_mb / keep_days)",
                 self.images_removed
+            );
+        }
+        if self.logs_removed > 0 {
+            let _ = writeln!(
+                s,
+                "results logs removed {}  (rotated logs, oldest first: record.keep_mb / keep_days)",
+                self.logs_removed
             );
         }
         s

@@ -5,7 +5,8 @@
 //! summary. At shutdown the writer gets until its queue is done, unless a write has been
 //! blocked for `record.stall_ms`: then it is abandoned, so that SIGTERM always ends.
 
-use super::{FlushPolicy, JournalEvent, JournalTx, Keep, MetricsFile, ResultsLog, SeqFile, Snapshot, Summary};
+use super::retention::{self, rotated_name, Keep, Removed};
+use super::{FlushPolicy, JournalEvent, JournalTx, MetricsFile, ResultsLog, SeqFile, Snapshot, Summary};
 use crate::clock;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use std::collections::VecDeque;
@@ -27,6 +28,8 @@ pub struct Health {
     image_errors: AtomicU64,
     /// Saved images removed by retention (`record.keep_mb`, `record.keep_days`).
     images_removed: AtomicU64,
+    /// Rotated results logs removed by retention.
+    logs_removed: AtomicU64,
     /// A metrics rewrite is queued: no second one is queued behind it.
     metrics_queued: AtomicBool,
 }
@@ -73,6 +76,10 @@ impl Health {
         self.images_removed.load(Ordering::Relaxed)
     }
 
+    pub fn logs_removed(&self) -> u64 {
+        self.logs_removed.load(Ordering::Relaxed)
+    }
+
     /// How long the write in progress has been blocked at `now_ns`; `None` while idle.
     pub fn blocked_ns(&self, now_ns: u64) -> Option<u64> {
         let since = self.busy_since_ns.load(Ordering::Relaxed);
@@ -96,6 +103,8 @@ impl Health {
 pub struct PartJob {
     /// The part's number in this run (for the journal).
     pub id: u64,
+    /// Its number on this device (names the results log when it is rotated after it).
+    pub device_seq: u64,
     pub line: Vec<u8>,
     pub image: Option<ImageJob>,
 }
@@ -127,6 +136,8 @@ pub struct WriterEnd {
     pub written: u64,
     /// fdatasyncs of the results log.
     pub syncs: u64,
+    /// Times the results log reached `record.rotate_mb` and was rotated.
+    pub rotations: u64,
 }
 
 /// The record thread's end of the writer.
@@ -143,7 +154,9 @@ pub struct WriterSettings {
     pub flush: FlushPolicy,
     pub backlog_parts: usize,
     pub stall_ms: u64,
-    /// Retention of saved images in `save_dir`.
+    /// The results log is rotated once it holds this many bytes.
+    pub rotate_bytes: u64,
+    /// Retention of rotated results logs and of saved images in `save_dir`.
     pub keep: Keep,
     pub save_dir: PathBuf,
     /// Told of every line written, so that a crash after it does not report the part.
@@ -164,6 +177,7 @@ impl Writer {
         let h = Arc::clone(&health);
         let flush = settings.flush;
         let retention = (!settings.keep.is_none()).then(|| (settings.keep, settings.save_dir.clone()));
+        let rotate_bytes = settings.rotate_bytes;
         let journal = settings.journal;
         std::thread::Builder::new()
             .name("ls-write".into())
@@ -178,6 +192,8 @@ impl Writer {
                     end: WriterEnd::default(),
                     retention,
                     saved_since_sweep: None,
+                    rotate_bytes,
+                    rotate_failures: 0,
                     journal,
                 };
                 w.run(jobs_rx);
@@ -298,6 +314,8 @@ struct Thread {
     retention: Option<(Keep, PathBuf)>,
     /// Images saved since the last retention sweep; `None` before the first.
     saved_since_sweep: Option<u64>,
+    rotate_bytes: u64,
+    rotate_failures: u64,
     journal: JournalTx,
 }
 
@@ -331,7 +349,7 @@ impl Thread {
                     self.health.busy(false);
                     let saved = match saved {
                         Ok(()) => {
-                            self.retain();
+                            self.image_saved();
                             Some(img.path)
                         }
                         Err(e) => {
@@ -356,6 +374,9 @@ impl Thread {
                         self.journal.send(JournalEvent::Written { id: p.id });
                         self.end.written += 1;
                         self.flush.wrote(clock::now_ns());
+                        if self.results.bytes() >= self.rotate_bytes {
+                            self.rotate(p.device_seq);
+                        }
                     }
                     Err(e) => {
                         let n = self.health.error();
@@ -393,29 +414,71 @@ impl Thread {
         }
     }
 
-    /// Now and then, removes the oldest saved images beyond `record.keep_mb` / `keep_days`.
-    fn retain(&mut self) {
-        let Some((keep, dir)) = &self.retention else { return };
+    /// Every `SWEEP_EVERY_IMAGES` images saved (and with the first), a retention sweep.
+    fn image_saved(&mut self) {
         let n = self.saved_since_sweep.map_or(SWEEP_EVERY_IMAGES, |n| n + 1);
         if n < SWEEP_EVERY_IMAGES {
             self.saved_since_sweep = Some(n);
             return;
         }
         self.saved_since_sweep = Some(0);
+        self.retain();
+    }
+
+    /// Closes the results log as `results.<device_seq>.jsonl` (its last line's) and goes
+    /// on in a new one; then a retention sweep. A log that cannot be rotated is appended
+    /// to as before: no line is lost for it.
+    fn rotate(&mut self, last_seq: u64) {
+        self.sync();
+        let to = rotated_name(self.results.path(), last_seq);
         self.health.busy(true);
-        let r = super::retention_sweep(dir, *keep, clock::unix_ms() / 1000);
+        let r = self.results.rotate(&to);
         self.health.busy(false);
         match r {
-            Ok((0, _)) => {}
-            Ok((files, bytes)) => {
-                let total = self.health.images_removed.fetch_add(files, Ordering::Relaxed) + files;
+            Ok(()) => {
+                self.end.rotations += 1;
                 log::info!(
-                    "record.save_dir {}: removed the {files} oldest saved image(s), {:.1} MiB (record.keep_mb / keep_days; {total} so far)",
-                    dir.display(),
+                    "results: {} reached record.rotate_mb: closed as {}",
+                    self.results.path().display(),
+                    to.display()
+                );
+                self.retain();
+            }
+            Err(e) => {
+                // Tried again after the next line; said now and then.
+                self.rotate_failures += 1;
+                if self.rotate_failures.is_power_of_two() {
+                    log::warn!(
+                        "results: cannot rotate {} to {}: {e}; appending to it as before ({} tries so far)",
+                        self.results.path().display(),
+                        to.display(),
+                        self.rotate_failures
+                    );
+                }
+            }
+        }
+    }
+
+    /// Removes the oldest saved images and rotated results logs beyond `record.keep_mb` /
+    /// `keep_days`.
+    fn retain(&mut self) {
+        let Some((keep, save_dir)) = &self.retention else {
+            return;
+        };
+        self.health.busy(true);
+        let r = retention::sweep(save_dir, self.results.path(), *keep, clock::unix_ms() / 1000);
+        self.health.busy(false);
+        match r {
+            Ok(Removed { images: 0, logs: 0, .. }) => {}
+            Ok(Removed { images, logs, bytes }) => {
+                let total = self.health.images_removed.fetch_add(images, Ordering::Relaxed) + images;
+                let total_logs = self.health.logs_removed.fetch_add(logs, Ordering::Relaxed) + logs;
+                log::info!(
+                    "record: removed the {images} oldest saved image(s) and {logs} rotated results log(s), {:.1} MiB (record.keep_mb / keep_days; {total} image(s) and {total_logs} log(s) so far)",
                     bytes as f64 / (1u64 << 20) as f64
                 );
             }
-            Err(e) => log::warn!("record.save_dir {}: retention sweep failed: {e}", dir.display()),
+            Err(e) => log::warn!("record: retention sweep failed: {e}"),
         }
     }
 
