@@ -40,7 +40,8 @@ def parse_args(argv=None):
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("data", nargs="+", type=Path, help="data set folders")
     ap.add_argument("--out", type=Path, required=True, help="benchmark folder (run folders and the table)")
-    ap.add_argument("--seeds", type=int, default=3, help="seeds 0 .. N-1 per set")
+    ap.add_argument("--seeds", type=seed_list, default="3",
+                    help="N: seeds 0 .. N-1 per set; or a list such as 1,2 (the seeds a first run left out)")
     ap.add_argument("--stage", choices=["all", "train", "eval", "table"], default="all",
                     help="table: only write the table from what the run folders hold (runs gathered from several machines)")
     ap.add_argument("--per-gpu", type=int, default=1, help="trainings sharing one GPU at a time")
@@ -63,6 +64,17 @@ def parse_args(argv=None):
         if not (d / "good").is_dir():
             ap.error(f"{d}: no good/ folder (a data set has good/ and defect/, docs/datasets.md)")
     return a
+
+
+def seed_list(text: str) -> list[int]:
+    """`--seeds`: "3" is seeds 0, 1, 2; "1,2" is seeds 1 and 2."""
+    try:
+        seeds = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count such as 3 or a list such as 1,2, found {text!r}")
+    if any(s < 0 for s in seeds) or ("," not in text and seeds[0] < 1):
+        raise argparse.ArgumentTypeError(f"expected a count of at least 1 or seeds of 0 and more, found {text!r}")
+    return seeds if "," in text else list(range(seeds[0]))
 
 
 def gpus() -> int:
@@ -207,7 +219,7 @@ def write_table(a, rows: list[dict]) -> None:
     (a.out / "benchmark.json").write_text(json.dumps({"runs": rows, "per_set": summ,
                                                       "train_args": a.train_args}, indent=1))
     L = ["# linesight detection benchmark", "",
-         f"`python models/training/benchmark.py {' '.join(str(d) for d in a.data)} --out {a.out} --seeds {a.seeds}"
+         f"`python models/training/benchmark.py {' '.join(str(d) for d in a.data)} --out {a.out} --seeds {','.join(map(str, a.seeds))}"
          + (" -- " + " ".join(a.train_args) if a.train_args else "") + "`", "",
          "| " + " | ".join(c[1] for c in COLS) + " |", "|" + "---|" * len(COLS)]
     for r in rows:
@@ -235,7 +247,7 @@ def write_table(a, rows: list[dict]) -> None:
 def main(argv=None):
     a = parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
-    runs = [(d, s) for d in a.data for s in range(a.seeds)]
+    runs = [(d, s) for d in a.data for s in a.seeds]
     if a.stage in ("all", "train"):
         train_all(a, runs)
     if a.stage in ("all", "eval"):
