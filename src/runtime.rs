@@ -13,6 +13,7 @@ use crate::sinks::{self, LineInfo, Sinks};
 use crate::source::{self, CameraCell, CameraListener, Source};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The live objects built from a validated config (phase two of two).
@@ -41,7 +42,9 @@ pub struct Runtime {
 
 impl Runtime {
     /// Opens everything the config names: model and library, camera, output, results log.
-    pub fn open(config: Config, results_override: Option<&Path>) -> anyhow::Result<Runtime> {
+    /// A `stop` (SIGTERM) during the warm-up ends it after the inference in progress and
+    /// the start with [`StoppedAtStart`], before any output is requested.
+    pub fn open(config: Config, results_override: Option<&Path>, stop: &AtomicBool) -> anyhow::Result<Runtime> {
         // A journal left behind means the last run was killed: every output to its safe
         // level before anything else (warm-up can take seconds).
         let journal_path = config.resolve(&config.record.journal_file);
@@ -54,7 +57,7 @@ impl Runtime {
         }
         let mut detector = open_detector(&config)?;
         // Warm before the output is requested: its deasserted level may be the energised one.
-        warm_up(&mut detector, config.runtime.warmup_runs)?;
+        warm_up(&mut detector, config.runtime.warmup_runs, stop)?;
         let threshold = Threshold(
             config
                 .decision
@@ -353,16 +356,29 @@ fn resolved(runtime: &RuntimeConfig, library: Option<&Path>, base_dir: &Path) ->
 }
 
 /// Inferences before arming, so that no part pays for an engine build or lazy initialisation.
-fn warm_up(detector: &mut Detector, runs: u32) -> anyhow::Result<()> {
+fn warm_up(detector: &mut Detector, runs: u32, stop: &AtomicBool) -> anyhow::Result<()> {
+    log::info!("warming up the model: {} run(s) (runtime.warmup_runs)", runs.max(1));
     let t = clock::now_ns();
-    let worst = detector.warm_up(runs)?;
+    let (done, worst) = detector.warm_up(runs, stop)?;
+    if stop.load(Ordering::Relaxed) {
+        return Err(StoppedAtStart { warm_runs: done }.into());
+    }
     log::info!(
-        "model warm on {} ({} runs in {:.1} ms, slowest {worst:.1} ms)",
+        "model warm on {} ({done} runs in {:.1} ms, slowest {worst:.1} ms)",
         detector.serving.detail,
-        runs.max(1),
         clock::ns_to_ms(clock::now_ns() - t)
     );
     Ok(())
+}
+
+/// A stop signal came while the runtime was being opened: nothing was inspected, no
+/// output requested, and the last run's journal (if any) is left for the next start.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "stopped by a signal during start-up (warm-up, after {warm_runs} run(s)): no part inspected, no output requested"
+)]
+pub struct StoppedAtStart {
+    pub warm_runs: u32,
 }
 
 #[cfg(test)]

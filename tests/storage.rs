@@ -544,3 +544,31 @@ fn a_results_log_past_rotate_mb_is_rotated_and_old_logs_leave_within_keep_mb() {
     );
     assert_eq!(common::reported(&stdout, "results logs removed "), 1.0, "{stdout}");
 }
+
+#[test]
+fn sigterm_during_a_long_warm_up_ends_the_start_cleanly_before_any_output() {
+    use std::io::{BufRead, BufReader, Read};
+    // 1000 warm-up runs of tens of ms each: the warm-up takes far longer than the test.
+    let sim = SimRun::new(|t| set(t, "runtime.warmup_runs", 1000.into()));
+    let mut child = sim.command(&[]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("warming up the model") {
+        assert!(err.read_line(&mut seen).unwrap() > 0, "linesight ended: {seen}");
+    }
+    // SAFETY: kill with the pid of a child that has not been waited for.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    err.read_to_string(&mut seen).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}: {seen}");
+    let runs: u32 = seen
+        .split("warm-up, after ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no stop during warm-up reported: {seen}"));
+    assert!(runs < 1000, "the warm-up ran to its end: {seen}");
+    // Nothing was inspected or asserted.
+    assert!(!sim.results_path().exists() || whole_results_lines(&sim.results_path()).is_empty());
+    assert!(!seen.contains("camera "), "the line was opened: {seen}");
+}

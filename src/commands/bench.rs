@@ -12,6 +12,7 @@ use anyhow::Context;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 /// Measure preprocess and inference latency, throughput and memory with the configured
@@ -90,7 +91,7 @@ pub fn bench(mut config: Config, runs: usize) -> anyhow::Result<BenchReport> {
     }
     let mut detector = runtime::open_detector(&config)?;
     let t = Instant::now();
-    detector.warm_up(config.runtime.warmup_runs)?;
+    detector.warm_up(config.runtime.warmup_runs, &AtomicBool::new(false))?;
     let warm_up_ms = t.elapsed().as_secs_f64() * 1e3;
     // The device alone (no trigger, no supervision): only its frames are wanted.
     let wait = std::time::Duration::from_secs(5);

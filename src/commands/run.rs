@@ -1,7 +1,7 @@
 //! `linesight run`: inspect the line until Ctrl-C/SIGTERM (or N parts), then print the summary.
 
 use crate::config::Config;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, StoppedAtStart};
 use crate::{model, pipeline};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,7 +23,13 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     let stop = super::stop_on_signals()?;
-    let rt = Runtime::open(config, args.results.as_deref())?;
+    let rt = match Runtime::open(config, args.results.as_deref(), &stop) {
+        Err(e) if e.is::<StoppedAtStart>() => {
+            log::info!("{e}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        r => r?,
+    };
     let m = &rt.detector.manifest;
     log::info!(
         "model {} ({}), threshold {} ({})",

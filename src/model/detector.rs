@@ -10,6 +10,7 @@ use ort::session::{builder::GraphOptimizationLevel, IoBinding, Session};
 use ort::value::Tensor;
 use std::fmt::Display;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// What the model says about one part.
@@ -198,18 +199,22 @@ impl Detector {
 
     /// Runs `runs` inferences on a blank input before the line is armed: a TensorRT engine
     /// build, cuDNN's algorithm search and lazy allocations happen here, not on a part.
-    /// Returns the slowest run, ms.
-    pub fn warm_up(&mut self, runs: u32) -> anyhow::Result<f64> {
+    /// Stops early, after the run in progress, once `stop` is set (a SIGTERM at start-up).
+    /// Returns the runs done and the slowest, ms.
+    pub fn warm_up(&mut self, runs: u32, stop: &AtomicBool) -> anyhow::Result<(u32, f64)> {
         self.input_mut().fill(0.0);
         let what = format!("warming up on {}", self.serving.detail);
         let trt = self.serving.provider == ProviderKind::Tensorrt;
         let mut worst = 0.0f64;
-        for _ in 0..runs.max(1) {
+        for done in 0..runs.max(1) {
+            if stop.load(Ordering::Relaxed) {
+                return Ok((done, worst));
+            }
             let t = Instant::now();
             progress::while_running(&what, trt, || self.run(false)).context("warm-up inference failed")?;
             worst = worst.max(t.elapsed().as_secs_f64() * 1e3);
         }
-        Ok(worst)
+        Ok((runs.max(1), worst))
     }
 
     /// The graph's input and outputs must be the ones the manifest names.

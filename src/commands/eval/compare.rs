@@ -10,6 +10,7 @@ use crate::stats;
 use serde::Serialize;
 use std::fmt::Write;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 #[derive(Debug, Serialize)]
 pub struct Comparison {
@@ -50,12 +51,12 @@ pub fn compare(
     };
     let mut da = open_on(a)?;
     let threshold = threshold.unwrap_or(da.manifest.calibration.threshold);
-    da.warm_up(runtime_config.warmup_runs)?;
+    da.warm_up(runtime_config.warmup_runs, &AtomicBool::new(false))?;
     let sa = score_all(&mut da, samples.clone(), false, true)?;
     let a_name = da.serving.detail.clone();
     drop(da);
     let mut db = open_on(b)?;
-    db.warm_up(runtime_config.warmup_runs)?;
+    db.warm_up(runtime_config.warmup_runs, &AtomicBool::new(false))?;
     let sb = score_all(&mut db, samples, false, true)?;
     let diffs: Vec<f64> = sa
         .iter()
