@@ -23,34 +23,54 @@ board_host_tools() {
     fi
 }
 
-# board_fetch NAME MODULE...: the Debian 12 arm64 kernel, busybox-static and the arm64
-# runtime libraries into $cache/NAME (once), with apt-get download into a private apt
-# tree (nothing on the host changes). Of the kernel's modules only the MODULEs (files or
-# folders under kernel/, e.g. drivers/block/virtio_blk.ko) are kept.
+# apt_tree TREE SUITE...: a private apt tree for the arm64 packages of Debian's SUITEs
+# under TREE (nothing on the host changes); sets o, apt-get's options for it, and
+# fetches the lists.
+apt_tree() {
+    local tree=$1 suite; shift
+    mkdir -p "$tree/lists/partial" "$tree/archives/partial" "$tree/etc/preferences.d" "$tree/etc/sources.list.d"
+    for suite in "$@"; do
+        case $suite in
+            *-security) echo "deb [arch=arm64] http://deb.debian.org/debian-security $suite main" ;;
+            *) echo "deb [arch=arm64] http://deb.debian.org/debian $suite main" ;;
+        esac
+    done >"$tree/etc/sources.list"
+    : >"$tree/status"
+    o=(-qq -o APT::Architecture=arm64 -o APT::Architectures::=arm64
+        -o Dir::State="$tree" -o Dir::State::Lists="$tree/lists" -o Dir::State::status="$tree/status"
+        -o Dir::Cache="$tree" -o Dir::Etc::SourceList="$tree/etc/sources.list"
+        -o Dir::Etc::SourceParts="$tree/etc/sources.list.d" -o Dir::Etc::Preferences=/dev/null
+        -o Dir::Etc::PreferencesParts="$tree/etc/preferences.d" -o APT::Sandbox::User="$(id -un)")
+    say "fetching the arm64 package lists of Debian $*"
+    apt-get "${o[@]}" update
+}
+
+# The board's userland is JetPack 5's glibc: Debian 11's arm64 libc6 (glibc 2.31),
+# libstdc++6 and libgcc-s1, so that linesight and ONNX Runtime run on the glibc the
+# binary is built for. The kernel and busybox are Debian 12's (any kernel will do).
+# Debian 11's own suite only: its point release is fixed, and its security updates
+# have left the mirror's pool.
+BOARD_LIBC_SUITE=bullseye
+BOARD_GLIBC=2.31
+
+# board_fetch NAME MODULE...: the Debian 12 arm64 kernel and busybox-static and the
+# Debian 11 arm64 runtime libraries into $cache/NAME (once), with apt-get download into
+# private apt trees. Of the kernel's modules only the MODULEs (files or folders under
+# kernel/, e.g. drivers/block/virtio_blk.ko) are kept.
 board_fetch() {
     local name=$1; shift
-    [ -e "$cache/$name/.complete" ] && return
-    local apt=$cache/$name-apt debs=$cache/$name-debs
-    mkdir -p "$apt/lists/partial" "$apt/archives/partial" "$apt/etc/preferences.d" "$apt/etc/sources.list.d" "$debs"
-    cat >"$apt/etc/sources.list" <<SOURCES
-deb [arch=arm64] http://deb.debian.org/debian bookworm main
-deb [arch=arm64] http://deb.debian.org/debian bookworm-updates main
-deb [arch=arm64] http://deb.debian.org/debian-security bookworm-security main
-SOURCES
-    : >"$apt/status"
-    local o=(-qq -o APT::Architecture=arm64 -o APT::Architectures::=arm64
-        -o Dir::State="$apt" -o Dir::State::Lists="$apt/lists" -o Dir::State::status="$apt/status"
-        -o Dir::Cache="$apt" -o Dir::Etc::SourceList="$apt/etc/sources.list"
-        -o Dir::Etc::SourceParts="$apt/etc/sources.list.d" -o Dir::Etc::Preferences=/dev/null
-        -o Dir::Etc::PreferencesParts="$apt/etc/preferences.d" -o APT::Sandbox::User="$(id -un)")
-    say "fetching the Debian 12 arm64 package lists"
-    apt-get "${o[@]}" update
+    [ -e "$cache/$name/.complete-glibc-$BOARD_GLIBC" ] && return
+    local apt=$cache/$name-apt debs=$cache/$name-debs o=()
+    rm -rf "$apt" && mkdir -p "$debs" && (cd "$debs" && rm -f ./*.deb)
+    apt_tree "$apt/bookworm" bookworm bookworm-updates bookworm-security
     local kpkg
     kpkg=$(apt-cache "${o[@]}" depends linux-image-arm64 | sed -n 's/^ *Depends: \(linux-image-[0-9].*-arm64\)$/\1/p' | head -1)
     [ -n "$kpkg" ] || die "cannot find the kernel package behind linux-image-arm64"
-    local pkgs=("$kpkg" busybox-static libc6-arm64-cross libstdc++6-arm64-cross libgcc-s1-arm64-cross)
-    say "apt-get download ${pkgs[*]}"
-    (cd "$debs" && rm -f ./*.deb && apt-get "${o[@]}" download "${pkgs[@]}")
+    say "apt-get download $kpkg busybox-static (bookworm)"
+    (cd "$debs" && apt-get "${o[@]}" download "$kpkg" busybox-static)
+    apt_tree "$apt/$BOARD_LIBC_SUITE" "$BOARD_LIBC_SUITE"
+    say "apt-get download libc6 libstdc++6 libgcc-s1 ($BOARD_LIBC_SUITE)"
+    (cd "$debs" && apt-get "${o[@]}" download libc6 libstdc++6 libgcc-s1)
     local new=$cache/$name.new kv m
     rm -rf "$new" && mkdir -p "$new"
     for d in "$debs"/*.deb; do dpkg-deb -x "$d" "$new"; done
@@ -64,7 +84,23 @@ SOURCES
     mv "$new/keep" "$new/lib/modules/$kv/kernel"
     (cd "$debs" && ls) >"$new/packages.txt"
     rm -rf "$cache/$name" "$debs" "$apt" && mv "$new" "$cache/$name"
-    touch "$cache/$name/.complete"
+    touch "$cache/$name/.complete-glibc-$BOARD_GLIBC"
+}
+
+# board_lib FILE: the real file behind /lib/FILE (or /lib/aarch64-linux-gnu/FILE, or
+# /usr/lib/aarch64-linux-gnu/FILE) in $root, its symlinks followed inside $root.
+board_lib() {
+    local p d t
+    for d in lib/aarch64-linux-gnu usr/lib/aarch64-linux-gnu lib; do
+        p=$root/$d/$1
+        [ -e "$p" ] || [ -L "$p" ] || continue
+        while [ -L "$p" ]; do
+            t=$(readlink "$p")
+            case $t in /*) p=$root$t ;; *) p=$(dirname "$p")/$t ;; esac
+        done
+        [ -f "$p" ] && { echo "$p"; return; }
+    done
+    die "no $1 in ${root#"$repo"/} (Debian $BOARD_LIBC_SUITE's libc6, libstdc++6, libgcc-s1)"
 }
 
 # board_kernel NAME: sets root, kernel, kver and modules (the kernel's module tree) from
@@ -76,7 +112,7 @@ board_kernel() {
     modules=$root/lib/modules/$kver/kernel
 }
 
-# board_initramfs DIR: busybox, the arm64 runtime libraries, the virtio disk modules,
+# board_initramfs DIR: busybox, Debian 11's arm64 runtime libraries (glibc 2.31), the virtio disk modules,
 # the aarch64 linesight and ONNX Runtime and models/sim-flange under DIR/opt/linesight.
 # Sets ort (the ONNX Runtime library it took; build.rs fetched it during the aarch64 build).
 board_initramfs() {
@@ -87,9 +123,9 @@ board_initramfs() {
     [ -n "$ort" ] || die "no aarch64 ONNX Runtime library in target/aarch64-unknown-linux-gnu/release/build/linesight-*/out"
     mkdir -p "$ir"/{bin,lib/modules,proc,sys,dev,tmp,out} "$ir"/opt/linesight/{board/qemu-virt,models/sim-flange}
     cp "$root/bin/busybox" "$ir/bin/busybox"
-    local xlib=$root/usr/aarch64-linux-gnu/lib l m
+    local l m
     for l in ld-linux-aarch64.so.1 libc.so.6 libm.so.6 libpthread.so.0 libdl.so.2 librt.so.1 libstdc++.so.6 libgcc_s.so.1; do
-        cp -L "$xlib/$l" "$ir/lib/$l"
+        cp "$(board_lib "$l")" "$ir/lib/$l"
     done
     for m in drivers/virtio/virtio_mmio.ko drivers/block/virtio_blk.ko; do
         cp "$modules/$m" "$ir/lib/modules/"

@@ -98,7 +98,7 @@ board_host_tools "$qemu"
 # --- the arm64 kernel, busybox and runtime libraries (cached) ----------------
 # The second disk (virtio-mmio + virtio-blk: modules in Debian's kernel) carries the
 # results out.
-if [ ! -e "$cache/root/.complete" ]; then
+if [ ! -e "$cache/root/.complete-glibc-$BOARD_GLIBC" ]; then
     board_fetch root drivers/virtio/virtio_mmio.ko drivers/block/virtio_blk.ko
     say "fetched and unpacked in $(since "$t0") s"
 fi
@@ -155,6 +155,9 @@ say "the VM ran $boot_s s"
 # --- the results come out; the check -------------------------------------------
 mkdir -p "$last/out"
 tar -xf "$last/out.img" -C "$last/out" 2>/dev/null || die "no results archive on the second disk (see the console above)"
+grep -q "board: glibc: .*release version $BOARD_GLIBC\." "$last/console.log" \
+    || die "the board did not run on glibc $BOARD_GLIBC: $(grep 'board: glibc' "$last/console.log")"
+say "userland: $(sed -n 's/.*board: glibc: //p' "$last/console.log" | head -1)"
 [ "$(cat "$last/out/run.rc" 2>/dev/null)" = 0 ] || die "linesight run exited $(cat "$last/out/run.rc" 2>/dev/null || echo '?') in the VM"
 set +e
 check "$last"

@@ -140,3 +140,62 @@ fn hostile_images_are_broken_frames_with_their_reason() {
     expect("fifo.png", "not a regular file (it is a FIFO)");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A whole, valid `w`x`h` RGB PNG, written row by row (no image of that size in memory):
+/// a few hundred KB that decode to `w * h * 3` bytes.
+fn real_png(path: &Path, w: u32, h: u32) {
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut enc = png::Encoder::new(file, w, h);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.set_compression(png::Compression::Fast);
+    let mut writer = enc.write_header().unwrap();
+    let mut stream = writer.stream_writer().unwrap();
+    let mut row = vec![0u8; w as usize * 3];
+    for y in 0..h {
+        row.fill((y % 251) as u8);
+        std::io::Write::write_all(&mut stream, &row).unwrap();
+    }
+    stream.finish().unwrap();
+}
+
+#[test]
+fn eight_real_13000_px_pngs_are_refused_from_their_headers_in_little_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    real_png(&images.join("huge_0.png"), 13000, 13000);
+    for i in 1..8 {
+        std::fs::copy(images.join("huge_0.png"), images.join(format!("huge_{i}.png"))).unwrap();
+    }
+    std::fs::write(images.join("good.png"), encoded(256, 256, image::ImageFormat::Png)).unwrap();
+    // Each is whole: the image crate itself would decode it (it is not a header trick).
+    let probe = image::ImageReader::open(images.join("huge_0.png"))
+        .unwrap()
+        .with_guessed_format()
+        .unwrap();
+    assert_eq!(probe.into_dimensions().unwrap(), (13000, 13000));
+
+    let config = dir.path().join("linesight.toml");
+    let camera = format!(
+        "[camera]\nkind = \"folder\"\npath = {:?}\nparts_per_second = 20.0\n",
+        images.display().to_string()
+    );
+    let text = base_config(dir.path(), None).replace("[camera]\nkind = \"synthetic\"\n", &camera);
+    std::fs::write(&config, with(&text, "decision", "deadline_ms = 250")).unwrap();
+    let said = linesight(&["run", "--config", config.to_str().unwrap()]);
+    assert!(said.success, "{}", said.text);
+    let results = results(&dir.path().join("results.jsonl"));
+    assert_eq!(results.len(), 9, "one verdict per file:\n{results:#?}");
+    for r in &results {
+        let good = r["origin"].as_str().unwrap().ends_with("good.png");
+        assert_eq!(r["reason"] == "broken_frame", !good, "{r}");
+    }
+    // Seen before the header check: 3.25 GB for these eight. Decoding one would take 484 MiB.
+    assert!(
+        said.peak_rss_mib < 400.0,
+        "peak memory {:.0} MiB: a 13000x13000 image was decoded",
+        said.peak_rss_mib
+    );
+    eprintln!("peak memory of the run: {:.0} MiB", said.peak_rss_mib);
+}

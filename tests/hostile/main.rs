@@ -21,10 +21,14 @@ pub struct Said {
     pub success: bool,
     /// stdout and stderr together.
     pub text: String,
+    /// The process's peak resident memory, MiB.
+    pub peak_rss_mib: f64,
 }
 
 /// Runs linesight with `args`, killing it (and failing the test) if it runs past `HANG`,
 /// and failing it if it aborted on a signal (an allocation failure, say).
+// The child is reaped by wait4 (for its peak memory), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 pub fn linesight(args: &[&str]) -> Said {
     let mut child = Command::new(env!("CARGO_BIN_EXE_linesight"))
         .args(args)
@@ -43,9 +47,15 @@ pub fn linesight(args: &[&str]) -> Said {
     let out = pipe(Box::new(child.stdout.take().unwrap()));
     let err = pipe(Box::new(child.stderr.take().unwrap()));
     let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
+    use std::os::unix::process::ExitStatusExt;
+    let (status, peak_rss_mib) = loop {
+        // wait4, not try_wait: the child's own peak memory comes with its exit.
+        let (mut raw, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+        // SAFETY: wait4 on our own child's pid, with pointers to locals.
+        let pid = unsafe { libc::wait4(child.id() as i32, &mut raw, libc::WNOHANG, &mut usage) };
+        assert!(pid >= 0, "wait4: {}", std::io::Error::last_os_error());
+        if pid > 0 {
+            break (std::process::ExitStatus::from_raw(raw), usage.ru_maxrss as f64 / 1024.0);
         }
         if started.elapsed() > HANG {
             let _ = child.kill();
@@ -55,7 +65,6 @@ pub fn linesight(args: &[&str]) -> Said {
         std::thread::sleep(Duration::from_millis(50));
     };
     let text = out.join().unwrap() + &err.join().unwrap();
-    use std::os::unix::process::ExitStatusExt;
     assert!(
         status.signal().is_none(),
         "linesight {args:?} died on a signal ({status}):\n{text}"
@@ -63,6 +72,7 @@ pub fn linesight(args: &[&str]) -> Said {
     Said {
         success: status.success(),
         text,
+        peak_rss_mib,
     }
 }
 
