@@ -217,7 +217,7 @@ pub fn run(rt: Runtime, max_parts: Option<u64>, stop: Arc<AtomicBool>) -> anyhow
     let (stats, record_errors, sinks) = recorder.join().expect("record thread panicked");
     journal.finish(Duration::from_millis(config.record.stall_ms));
     let camera = source_result?;
-    let mut summary = stats.summary();
+    let mut summary = stats.final_summary();
     summary.provider = provider;
     Ok(Report {
         summary,

@@ -9,6 +9,10 @@ use std::fmt::Write;
 /// Bucket bounds of the stage latencies in Prometheus (`linesight_stage_latency_seconds`),
 /// in seconds: from sub-millisecond (the queue, preprocessing) to 10 s (a stalled
 /// inference); above that, +Inf.
+/// Labelled scores kept for the closing image AUROC (8 bytes each: 8 MB at most, so that
+/// a long run's memory stays flat).
+pub const AUROC_PARTS: usize = 1_000_000;
+
 pub const LATENCY_BUCKETS_S: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -106,17 +110,28 @@ impl RunStats {
         }
         if let Some(t) = r.truth {
             *self.confusion.entry((t == "defect", rejected)).or_default() += 1;
-            if let Some(score) = r.score {
+            if let (Some(score), true) = (r.score, self.scored.len() < AUROC_PARTS) {
                 self.scored.push((score, t == "defect"));
             }
         }
         self.last_capture_ns = self.last_capture_ns.max(r.capture_ns);
     }
 
+    /// The run's closing figures: [`RunStats::summary`] and the image AUROC (over the
+    /// first `AUROC_PARTS` labelled parts).
+    pub fn final_summary(&self) -> Summary {
+        Summary {
+            image_auroc: auroc(&self.scored),
+            ..self.summary()
+        }
+    }
+
     fn count(&self, defect: bool, rejected: bool) -> u64 {
         self.confusion.get(&(defect, rejected)).copied().unwrap_or(0)
     }
 
+    /// The figures now, for the metrics file, the sinks and progress: everything but the
+    /// image AUROC, whose sort over every labelled part is for the end of the run.
     pub fn summary(&self) -> Summary {
         let defect = self.count(true, true) + self.count(true, false);
         let good = self.count(false, true) + self.count(false, false);
@@ -150,7 +165,7 @@ impl RunStats {
             false_reject_rate: (good > 0).then(|| self.count(false, true) as f64 / good as f64),
             good,
             defect,
-            image_auroc: auroc(&self.scored),
+            image_auroc: None,
             provider: String::new(),
             record_errors: self.record_errors,
             record_backlog: self.record_backlog,
@@ -261,6 +276,20 @@ mod tests {
             truth: None,
             defect_kind: None,
         }
+    }
+
+    #[test]
+    fn the_image_auroc_is_for_the_closing_summary_only() {
+        let mut stats = RunStats::new(0);
+        for id in 0..4u64 {
+            let mut p = part(id, 1.0);
+            p.truth = Some(if id % 2 == 0 { "good" } else { "defect" });
+            p.score = Some(id as f32);
+            stats.add(&p);
+        }
+        assert_eq!(stats.summary().image_auroc, None);
+        assert_eq!(stats.final_summary().image_auroc, Some(0.75));
+        assert_eq!(stats.final_summary().parts, 4);
     }
 
     #[test]
