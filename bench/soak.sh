@@ -31,7 +31,7 @@ keep_mb = 64
 EOF
 rm -f "$out"/results*.jsonl "$out/linesight.seq" "$out/linesight.journal"
 
-echo "soak: $parts parts at $rate parts/s ($(( parts / ${rate%.*} / 60 )) min), folder $out"
+echo "soak: $parts parts at $rate parts/s ($(awk -v n="$parts" -v r="$rate" 'BEGIN { printf "%.0f", n / r / 60 }') min), folder $out"
 "$bin" run --config "$out/linesight.toml" --max-parts "$parts" > "$out/summary.txt" 2> "$out/log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT

@@ -681,7 +681,12 @@ fn record_loop(rec: Recorder, records: Receiver<Recorded>) -> (RunStats, u64, Ve
     // then it is abandoned after record.stall_ms, and what it held is counted.
     let stall_ms = writer.stall_ns() / 1_000_000;
     match writer.finish() {
-        Some(end) => log::debug!("record: {} results lines written, {} syncs", end.written, end.syncs),
+        Some(end) => log::debug!(
+            "record: {} results lines written, {} syncs, {} rotations",
+            end.written,
+            end.syncs,
+            end.rotations
+        ),
         None => log::warn!("record: the writer was abandoned (a write blocked for over {stall_ms} ms)"),
     }
     figures(&mut stats);

@@ -193,7 +193,7 @@ impl Writer {
                     retention,
                     saved_since_sweep: None,
                     rotate_bytes,
-                    rotate_failures: 0,
+                    rotate_at: rotate_bytes,
                     journal,
                 };
                 w.run(jobs_rx);
@@ -315,7 +315,9 @@ struct Thread {
     /// Images saved since the last retention sweep; `None` before the first.
     saved_since_sweep: Option<u64>,
     rotate_bytes: u64,
-    rotate_failures: u64,
+    /// The log's size at which it is rotated next: `rotate_bytes`, or 1 MiB further on
+    /// after a rotation failed, so that a failing one costs a try per MiB, not per line.
+    rotate_at: u64,
     journal: JournalTx,
 }
 
@@ -374,7 +376,7 @@ impl Thread {
                         self.journal.send(JournalEvent::Written { id: p.id });
                         self.end.written += 1;
                         self.flush.wrote(clock::now_ns());
-                        if self.results.bytes() >= self.rotate_bytes {
+                        if self.results.bytes() >= self.rotate_at {
                             self.rotate(p.device_seq);
                         }
                     }
@@ -437,6 +439,7 @@ impl Thread {
         match r {
             Ok(()) => {
                 self.end.rotations += 1;
+                self.rotate_at = self.rotate_bytes;
                 log::info!(
                     "results: {} reached record.rotate_mb: closed as {}",
                     self.results.path().display(),
@@ -445,16 +448,12 @@ impl Thread {
                 self.retain();
             }
             Err(e) => {
-                // Tried again after the next line; said now and then.
-                self.rotate_failures += 1;
-                if self.rotate_failures.is_power_of_two() {
-                    log::warn!(
-                        "results: cannot rotate {} to {}: {e}; appending to it as before ({} tries so far)",
-                        self.results.path().display(),
-                        to.display(),
-                        self.rotate_failures
-                    );
-                }
+                self.rotate_at = self.results.bytes() + (1 << 20);
+                log::warn!(
+                    "results: cannot rotate {} to {}: {e}; appending to it as before, tried again 1 MiB on",
+                    self.results.path().display(),
+                    to.display()
+                );
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Hostile images in a folder camera: each is a part rejected as `broken_frame` with its
 //! reason, refused from its header where its size is wrong, and the line goes on.
 
-use super::{base_config, linesight, mkfifo, with};
+use super::{base_config, linesight, mkfifo, with, Said};
 use serde_json::Value;
 use std::path::Path;
 
@@ -79,6 +79,21 @@ fn results(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// Runs a folder line over `images` (results and config in `dir`) to its end; its results
+/// and what linesight said.
+fn folder_line(dir: &Path, images: &Path) -> (Vec<Value>, Said) {
+    let config = dir.join("linesight.toml");
+    let camera = format!(
+        "[camera]\nkind = \"folder\"\npath = {:?}\nparts_per_second = 20.0\n",
+        images.display().to_string()
+    );
+    let text = base_config(dir, None).replace("[camera]\nkind = \"synthetic\"\n", &camera);
+    std::fs::write(&config, with(&text, "decision", "deadline_ms = 250")).unwrap();
+    let said = linesight(&["run", "--config", config.to_str().unwrap()]);
+    assert!(said.success, "{}", said.text);
+    (results(&dir.join("results.jsonl")), said)
+}
+
 #[test]
 fn hostile_images_are_broken_frames_with_their_reason() {
     let dir = tempfile::tempdir().unwrap();
@@ -97,17 +112,7 @@ fn hostile_images_are_broken_frames_with_their_reason() {
     write("good.png", &encoded(256, 256, image::ImageFormat::Png));
     mkfifo(&images.join("fifo.png"));
 
-    let config = dir.path().join("linesight.toml");
-    let camera = format!(
-        "[camera]\nkind = \"folder\"\npath = {:?}\nparts_per_second = 20.0\n",
-        images.display().to_string()
-    );
-    let text = base_config(dir.path(), None).replace("[camera]\nkind = \"synthetic\"\n", &camera);
-    std::fs::write(&config, with(&text, "decision", "deadline_ms = 250")).unwrap();
-    let said = linesight(&["run", "--config", config.to_str().unwrap()]);
-    assert!(said.success, "{}", said.text);
-
-    let results = results(&dir.path().join("results.jsonl"));
+    let (results, _) = folder_line(dir.path(), &images);
     assert_eq!(results.len(), 14, "one verdict per file:\n{results:#?}");
     let of = |name: &str| {
         results
@@ -176,16 +181,7 @@ fn eight_real_13000_px_pngs_are_refused_from_their_headers_in_little_memory() {
         .unwrap();
     assert_eq!(probe.into_dimensions().unwrap(), (13000, 13000));
 
-    let config = dir.path().join("linesight.toml");
-    let camera = format!(
-        "[camera]\nkind = \"folder\"\npath = {:?}\nparts_per_second = 20.0\n",
-        images.display().to_string()
-    );
-    let text = base_config(dir.path(), None).replace("[camera]\nkind = \"synthetic\"\n", &camera);
-    std::fs::write(&config, with(&text, "decision", "deadline_ms = 250")).unwrap();
-    let said = linesight(&["run", "--config", config.to_str().unwrap()]);
-    assert!(said.success, "{}", said.text);
-    let results = results(&dir.path().join("results.jsonl"));
+    let (results, said) = folder_line(dir.path(), &images);
     assert_eq!(results.len(), 9, "one verdict per file:\n{results:#?}");
     for r in &results {
         let good = r["origin"].as_str().unwrap().ends_with("good.png");
