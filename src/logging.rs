@@ -36,14 +36,26 @@ fn line(level: Level, message: &std::fmt::Arguments) -> String {
 
 impl Log for StderrLog {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= log::max_level()
+        // The libraries' own information lines (OPC UA's sessions, ...) are noise to an
+        // operator: only their warnings and errors are shown, unless LINESIGHT_LOG=debug.
+        let most = if is_ours(metadata.target()) || log::max_level() >= LevelFilter::Debug {
+            log::max_level()
+        } else {
+            LevelFilter::Warn
+        };
+        metadata.level() <= most
     }
 
     fn log(&self, record: &Record) {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let text = line(record.level(), record.args());
+        let text = if is_ours(record.target()) {
+            line(record.level(), record.args())
+        } else {
+            // A library's line says whose it is.
+            line(record.level(), &format_args!("{}: {}", record.target(), record.args()))
+        };
         let prefix = if self.journal {
             format!("<{}>", priority(record.level()))
         } else {
@@ -54,6 +66,11 @@ impl Log for StderrLog {
     }
 
     fn flush(&self) {}
+}
+
+/// A line from linesight's own code (its target is its module path).
+fn is_ours(target: &str) -> bool {
+    target == "linesight" || target.starts_with("linesight::")
 }
 
 /// True when stderr is the journal's stream: `$JOURNAL_STREAM` is `<device>:<inode>` of
@@ -110,5 +127,11 @@ mod tests {
             [Level::Error, Level::Warn, Level::Info, Level::Debug].map(priority),
             [3, 4, 6, 7]
         );
+    }
+
+    #[test]
+    fn only_linesight_targets_are_its_own() {
+        assert!(is_ours("linesight") && is_ours("linesight::sinks::opcua"));
+        assert!(!is_ours("opcua_server::session") && !is_ours("linesightx"));
     }
 }

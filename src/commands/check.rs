@@ -109,17 +109,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("execution provider: {}{tail}", d.serving.detail);
     }
     // The plant side (off unless configured): what each sink found, and its warnings.
-    let sinks = [
-        crate::sinks::mqtt::check(&config),
-        crate::sinks::http::check(&config),
-        crate::sinks::modbus::check(&config),
-    ];
+    let sinks = crate::sinks::check(&config);
     let storage = probe_storage(&config, None);
-    for (what, result) in probe_io(&config)
-        .into_iter()
-        .chain(storage)
-        .chain(sinks.into_iter().flatten())
-    {
+    for (what, result) in probe_io(&config).into_iter().chain(storage).chain(sinks) {
         report(what, result);
     }
     if failed > 0 {

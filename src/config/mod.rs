@@ -19,6 +19,7 @@ mod http;
 mod modbus;
 mod model;
 mod mqtt;
+mod opcua;
 mod output;
 mod parse_error;
 mod record;
@@ -34,6 +35,7 @@ pub use http::HttpConfig;
 pub use modbus::{ModbusConfig, MAX_BUFFER_RESULTS};
 pub use model::ModelConfig;
 pub use mqtt::{Broker, MqttConfig, PublishResults};
+pub use opcua::{parse_users, OpcuaConfig, Security as OpcuaSecurity, User as OpcuaUser};
 pub use output::{LineRef, OutputConfig};
 pub use record::{RecordConfig, SaveImages};
 pub use reject::RejectConfig;
@@ -83,6 +85,9 @@ pub struct Config {
     /// A Modbus TCP server from which a PLC reads every part's result, with a result
     /// handshake (docs/modbus.md). Off unless the section is there.
     pub modbus: Option<ModbusConfig>,
+    /// An OPC UA server with the line's identification, state, last result, counters and
+    /// health (docs/opcua.md). Off unless the section is there.
+    pub opcua: Option<OpcuaConfig>,
     /// The folder of the config file; relative paths are resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -156,6 +161,9 @@ impl Config {
         }
         if let Some(modbus) = &self.modbus {
             modbus.validate(&mut p);
+        }
+        if let Some(opcua) = &self.opcua {
+            opcua.validate(&mut p);
         }
         p.0
     }

@@ -1,5 +1,5 @@
 //! The plant's side of the line: what linesight tells MQTT, the web page and its API,
-//! Prometheus, and a PLC over Modbus TCP.
+//! Prometheus, and a PLC over Modbus TCP or OPC UA.
 //!
 //! ```text
 //! record thread ──LineEvent──▶ Sinks ──feed (bounded, drop-oldest)──▶ each sink's own thread(s)
@@ -15,6 +15,8 @@ pub mod feed;
 pub mod http;
 pub mod modbus;
 pub mod mqtt;
+#[cfg(feature = "opcua")]
+pub mod opcua;
 
 pub use cadence::{Cadence, Headline};
 pub use controls::Controls;
@@ -28,6 +30,49 @@ use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A result as a PLC takes it: 1 pass, 2 rejected on its score, 3 rejected fail-safe
+/// (the part could not be judged on its score). Modbus's `result_code`, OPC UA's `ResultState`.
+pub fn result_code(r: &PartRecord) -> u16 {
+    use crate::frame::{Reason, Verdict};
+    match (r.verdict, r.reason) {
+        (Verdict::Pass, _) => 1,
+        (Verdict::Reject, Reason::AboveThreshold) => 2,
+        (Verdict::Reject, _) => 3,
+    }
+}
+
+/// `check`'s probe of a sink's listening address: free, linesight could listen there.
+/// `usual_port` is the section's default, for the hint about ports below 1024.
+pub(crate) fn probe_listen(addr: std::net::SocketAddr, usual_port: u16) -> anyhow::Result<String> {
+    use anyhow::bail;
+    if addr.port() == 0 {
+        return Ok(format!("{addr}: a free port is taken at start and logged"));
+    }
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(format!("{addr}: free")),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            bail!("{addr}: in use (by another program, or a linesight already running): linesight run would not start")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+            "{addr}: cannot listen: {e} (ports below 1024 need root or CAP_NET_BIND_SERVICE; the default is {usual_port})"
+        ),
+        Err(e) => bail!("{addr}: cannot listen: {e}"),
+    }
+}
+
+/// A secret file named in the config (`http.token_file`, `opcua.users_file`): absolute as
+/// given; relative in `$CREDENTIALS_DIRECTORY` when systemd sets it (`LoadCredential=`),
+/// else next to the config file.
+pub(crate) fn secret_path(config: &Config, file: &std::path::Path) -> PathBuf {
+    if file.is_absolute() {
+        return file.to_path_buf();
+    }
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join(file),
+        _ => config.resolve(file),
+    }
+}
 
 /// At the end of a run, each sink gets this long for what it still holds (buffered
 /// results, the last state, the offline status) ...
@@ -117,7 +162,19 @@ pub fn open(config: &Config, info: &LineInfo) -> anyhow::Result<Sinks> {
     mqtt::open(config, info, &mut sinks)?;
     http::open(&mut sinks, config, info)?;
     modbus::open(&mut sinks, config, info)?;
+    #[cfg(feature = "opcua")]
+    opcua::open(&mut sinks, config, info)?;
     Ok(sinks)
+}
+
+/// `linesight check`'s lines for the sinks the config names, in the order they start.
+pub fn check(config: &Config) -> Vec<(&'static str, anyhow::Result<String>)> {
+    let mut lines = mqtt::check(config);
+    lines.extend(http::check(config));
+    lines.extend(modbus::check(config));
+    #[cfg(feature = "opcua")]
+    lines.extend(opcua::check(config));
+    lines
 }
 
 /// The started sinks. Dropping it (or `stop`) closes their feeds; each sink then sends

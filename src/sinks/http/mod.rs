@@ -41,7 +41,7 @@ pub fn open(sinks: &mut Sinks, config: &Config, info: &LineInfo) -> anyhow::Resu
     let addr = http.listen_addr().context("http.listen")?;
     let writes = match &http.token_file {
         Some(file) => Some(Writes {
-            token: read_token(&token_path(config, file))?,
+            token: read_token(&crate::sinks::secret_path(config, file))?,
             audit: AuditLog::open(&audit_path(config, http))?,
         }),
         None => None,
@@ -155,18 +155,6 @@ fn lower_priority() {
     }
 }
 
-/// `http.token_file`: absolute as given; relative in `$CREDENTIALS_DIRECTORY` when systemd
-/// sets it, else next to the config file.
-fn token_path(config: &Config, file: &Path) -> PathBuf {
-    if file.is_absolute() {
-        return file.to_path_buf();
-    }
-    match std::env::var_os("CREDENTIALS_DIRECTORY") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join(file),
-        _ => config.resolve(file),
-    }
-}
-
 /// The token: the file's first line, trimmed; printable ASCII without spaces.
 fn read_token(path: &Path) -> anyhow::Result<String> {
     let text = crate::files::read_text_capped(path, crate::files::TEXT_MAX_BYTES)
@@ -226,7 +214,7 @@ pub fn check(config: &Config) -> Vec<(&'static str, anyhow::Result<String>)> {
     match &http.token_file {
         None => out.push(("http writes", Ok("none: read-only page (no http.token_file)".into()))),
         Some(file) => {
-            let path = token_path(config, file);
+            let path = crate::sinks::secret_path(config, file);
             out.push(("http token", check_token(&path)));
             let audit = audit_path(config, http);
             out.push((

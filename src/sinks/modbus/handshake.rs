@@ -15,7 +15,7 @@
 //! the feed dropped before it reached the server (a gap in the line's sequence numbers).
 
 use super::map::{Registers, Value, ERROR_CODES, HOLDING, INPUT};
-use crate::frame::{Reason, Verdict};
+use crate::frame::Reason;
 use crate::record::PartRecord;
 use crate::sinks::{LineState, RunState};
 use std::collections::VecDeque;
@@ -113,14 +113,9 @@ pub struct Shown {
 
 impl Shown {
     pub fn of(r: &PartRecord) -> Shown {
-        let result_code = match (r.verdict, r.reason) {
-            (Verdict::Pass, _) => 1,
-            (Verdict::Reject, Reason::AboveThreshold) => 2,
-            (Verdict::Reject, _) => 3,
-        };
         Shown {
             id: r.id as u32,
-            result_code,
+            result_code: crate::sinks::result_code(r),
             reason_code: reason_code(r.reason),
             score: r.score,
             threshold: r.threshold,

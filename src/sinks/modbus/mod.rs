@@ -17,7 +17,7 @@ pub mod map;
 use crate::config::{Config, ModbusConfig};
 use crate::sinks::feed::{FeedReceiver, Recv};
 use crate::sinks::{Delivery, LineEvent, LineInfo, SinkReport, Sinks, STOP_WITHIN};
-use anyhow::{bail, Context};
+use anyhow::Context;
 use handshake::Core;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -221,7 +221,10 @@ pub fn check(config: &Config) -> Vec<(&'static str, anyhow::Result<String>)> {
     let Some(addr) = m.listen_addr() else {
         return vec![("modbus", Err(anyhow::anyhow!("modbus.listen: not an address")))];
     };
-    let mut out = vec![("modbus listen", probe_listen(addr)), ("modbus", Ok(describe(m)))];
+    let mut out = vec![
+        ("modbus listen", crate::sinks::probe_listen(addr, 5020)),
+        ("modbus", Ok(describe(m))),
+    ];
     if let Some(w) = exposure_warning(addr, !m.allow.is_empty()) {
         out.push(("modbus listen", Ok(w)));
     }
@@ -242,23 +245,6 @@ fn exposure_warning(addr: SocketAddr, allow: bool) -> Option<String> {
             "WARN modbus.listen {addr} is reachable from other hosts and modbus.allow is empty: anyone on the network can read the results and write the control bits (Modbus TCP has no authentication); name the PLC in modbus.allow"
         )
     })
-}
-
-/// Free: linesight could listen there.
-fn probe_listen(addr: SocketAddr) -> anyhow::Result<String> {
-    if addr.port() == 0 {
-        return Ok(format!("{addr}: a free port is taken at start and logged"));
-    }
-    match TcpListener::bind(addr) {
-        Ok(_) => Ok(format!("{addr}: free")),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            bail!("{addr}: in use (by another program, or a linesight already running): linesight run would not start")
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => bail!(
-            "{addr}: cannot listen: {e} (ports below 1024 need root or CAP_NET_BIND_SERVICE; the default is 5020)"
-        ),
-        Err(e) => bail!("{addr}: cannot listen: {e}"),
-    }
 }
 
 #[cfg(test)]
