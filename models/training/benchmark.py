@@ -15,7 +15,9 @@ machine and `--stage eval` where linesight is built split the two; the table is 
 after either from whatever the run folders hold (`--stage table` writes only the table).
 
 Per set and seed: OUT/SET/seedN/ (model.onnx, model.toml, train_log.txt, train_figures.json,
-eval/report.json); the table: OUT/benchmark.json and OUT/benchmark.md."""
+eval-variants.json, eval/report.json); the table: OUT/benchmark.json and OUT/benchmark.md, with
+the scoring-variant table (every run's eval-variants.json: the same networks scored in other
+ways, for recipe decisions over all sets; printed too)."""
 from __future__ import annotations
 
 import argparse
@@ -182,6 +184,7 @@ def row(a, data: Path, seed: int) -> dict | None:
         "auroc_restoration_only": fig.get("auroc_restoration_only"),
         "auroc_neighbour_only": fig.get("auroc_neighbour_only"),
         "auroc_in_training": ev.get("image_auroc"),
+        "gan_weight": fig.get("gan_weight"),
     }
 
 
@@ -191,7 +194,8 @@ COLS = [("set", "set", "{}"), ("seed", "seed", "{}"), ("measured_by", "measured 
         ("frr_at_threshold", "FRR @ thr", "{:.3f}"), ("train_minutes", "train min", "{:.1f}"),
         ("gflops_per_part", "GFLOPs/part", "{:.1f}"), ("cuda_ms_torch", "CUDA ms (torch)", "{:.2f}"),
         ("cpu_ms_linesight_p50", "CPU ms (linesight p50)", "{:.0f}"), ("selection_spearman", "selection ρ", "{:.2f}"),
-        ("auroc_restoration_only", "GAN map alone", "{:.4f}"), ("auroc_neighbour_only", "bank map alone", "{:.4f}")]
+        ("auroc_restoration_only", "GAN map alone", "{:.4f}"), ("auroc_neighbour_only", "bank map alone", "{:.4f}"),
+        ("gan_weight", "GAN weight", "{:g}")]
 
 
 def cell(v, fmt: str) -> str:
@@ -214,9 +218,105 @@ def summary(rows: list[dict]) -> list[dict]:
     return out
 
 
-def write_table(a, rows: list[dict]) -> None:
+def read_variants(a, runs: list[tuple[Path, int]]) -> list[dict]:
+    """Every run's eval-variants.json, reduced to the set, seed, chosen GAN weight and, per
+    variant, its image, pixel and synthetic AUROC."""
+    out = []
+    for data, seed in runs:
+        f = run_dir(a.out, data, seed) / "eval-variants.json"
+        if not f.is_file():
+            continue
+        d = json.loads(f.read_text())
+        out.append({"set": data.resolve().name, "seed": seed, "gan_weight_chosen": d.get("gan_weight_chosen"),
+                    "variants": {k: {m: v.get(m) for m in ("image_auroc", "pixel_auroc", "synthetic_auroc")}
+                                 for k, v in d.get("variants", {}).items()}})
+    return out
+
+
+SYN_PICK = "(per run: best synthetic)"  # the rule a training could apply: the variant its synthetic defects rank first
+
+
+def variant_summary(runs: list[dict]) -> dict:
+    """Per variant and set, the mean over seeds of the image AUROC (and pixel AUROC where
+    there is one); per variant the mean and the minimum over sets; a leave-one-set-out
+    check (for each set, the variant with the best mean over the other sets, and what it
+    gives on the set left out); and the row of a rule a training could apply by itself:
+    in each run, the variant with the highest synthetic AUROC (ties: the first listed)."""
+    sets = sorted({r["set"] for r in runs})
+    names = []
+    for r in runs:
+        names += [v for v in r["variants"] if v not in names]
+    table = {}
+    for v in names + [SYN_PICK]:
+        per, px = {}, {}
+        for s in sets:
+            vals, pvals = [], []
+            for r in (r_ for r_ in runs if r_["set"] == s):
+                if v == SYN_PICK:
+                    cand = [(k, d) for k, d in r["variants"].items() if d.get("synthetic_auroc") is not None]
+                    if not cand:
+                        continue
+                    d = max(cand, key=lambda kd: kd[1]["synthetic_auroc"])[1]
+                else:
+                    d = r["variants"].get(v)
+                if d and d.get("image_auroc") is not None:
+                    vals.append(d["image_auroc"])
+                    if d.get("pixel_auroc") is not None:
+                        pvals.append(d["pixel_auroc"])
+            if vals:
+                per[s] = statistics.mean(vals)
+            if pvals:
+                px[s] = statistics.mean(pvals)
+        if per:
+            table[v] = {"per_set": per, "pixel_per_set": px, "mean": statistics.mean(per.values()),
+                        "min": min(per.values()), "complete": len(per) == len(sets)}
+    loso = {}
+    full = [v for v in names if v in table and table[v]["complete"]]
+    if len(sets) > 1:
+        for s in sets:
+            best = max(full, key=lambda v: statistics.mean(x for t, x in table[v]["per_set"].items() if t != s),
+                       default=None)
+            if best is not None:
+                loso[s] = {"variant": best, "image_auroc": table[best]["per_set"][s]}
+    weights = {s: [r["gan_weight_chosen"] for r in runs if r["set"] == s] for s in sets}
+    return {"sets": sets, "variants": table, "leave_one_set_out": loso, "gan_weight_chosen": weights}
+
+
+def variant_lines(vs: dict) -> list[str]:
+    """The variant table in Markdown."""
+    sets = vs["sets"]
+    if not vs["variants"]:
+        return []
+    L = ["## Scoring variants", "",
+         "Image AUROC on the test split of the same networks scored in other ways (eval-variants.json of each run; "
+         "mean over seeds per set), for recipe decisions only: nothing inside a training chose with it.", "",
+         "| variant | " + " | ".join(sets) + " | mean | min |", "|---|" + "---|" * (len(sets) + 2)]
+    for v, d in vs["variants"].items():
+        L.append(f"| {v} | " + " | ".join(cell(d["per_set"].get(s), "{:.4f}") for s in sets)
+                 + f" | {d['mean']:.4f} | {d['min']:.4f} |" + ("" if d["complete"] else " (not every set)"))
+    px_sets = [s for s in sets if any(s in d["pixel_per_set"] for d in vs["variants"].values())]
+    if px_sets:
+        L += ["", "Pixel AUROC (sets with masks):", "", "| variant | " + " | ".join(px_sets) + " |",
+              "|---|" + "---|" * len(px_sets)]
+        for v, d in vs["variants"].items():
+            if any(s in d["pixel_per_set"] for s in px_sets):
+                L.append(f"| {v} | " + " | ".join(cell(d["pixel_per_set"].get(s), "{:.4f}") for s in px_sets) + " |")
+    if vs["leave_one_set_out"]:
+        lo = vs["leave_one_set_out"]
+        vals = [d["image_auroc"] for d in lo.values()]
+        L += ["", "Leave one set out (the variant with the best mean over the other sets, on the set left out): "
+              + "; ".join(f"{s}: {d['variant']} {d['image_auroc']:.4f}" for s, d in lo.items())
+              + f". Mean {statistics.mean(vals):.4f}, min {min(vals):.4f}."]
+    L += ["", "GAN weight chosen in training (held-back goods + synthetic defects), per seed: "
+          + "; ".join(f"{s}: " + ", ".join(cell(w, "{:g}") for w in ws) for s, ws in vs["gan_weight_chosen"].items())
+          + "."]
+    return L
+
+
+def write_table(a, rows: list[dict], vruns: list[dict] | None = None) -> None:
     summ = summary(rows)
-    (a.out / "benchmark.json").write_text(json.dumps({"runs": rows, "per_set": summ,
+    vs = variant_summary(vruns or [])
+    (a.out / "benchmark.json").write_text(json.dumps({"runs": rows, "per_set": summ, "variants": vs,
                                                       "train_args": a.train_args}, indent=1))
     L = ["# linesight detection benchmark", "",
          f"`python models/training/benchmark.py {' '.join(str(d) for d in a.data)} --out {a.out} --seeds {','.join(map(str, a.seeds))}"
@@ -240,6 +340,10 @@ def write_table(a, rows: list[dict]) -> None:
               "CPU ms: linesight's preprocess + inference p50 during the evaluation; selection ρ: rank correlation of "
               "the weight-choosing signal (held-back goods' restoration error) with the real-defect AUROC over the "
               "training's checks."]
+    VL = variant_lines(vs)
+    if VL:
+        L += [""] + VL
+        print("\n".join(VL))
     (a.out / "benchmark.md").write_text("\n".join(L) + "\n")
     print(f"wrote {a.out / 'benchmark.md'} and benchmark.json ({len(rows)} runs)")
 
@@ -252,7 +356,7 @@ def main(argv=None):
         train_all(a, runs)
     if a.stage in ("all", "eval"):
         eval_all(a, runs)
-    write_table(a, [r for r in (row(a, d, s) for d, s in runs) if r is not None])
+    write_table(a, [r for r in (row(a, d, s) for d, s in runs) if r is not None], read_variants(a, runs))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 STRIDE = 8
 LOW_BLOCKS = 5    # blocks 0-4 end at stride 8 with 40 channels
 HIGH_BLOCKS = 11  # blocks 5-10 end at stride 16 with 112 channels
-CHANNELS = 40 + 112
+LOW_CHANNELS = 40  # the stride-8 channels come first, the stride-16 ones after them
+CHANNELS = LOW_CHANNELS + 112
 
 
 def lite0() -> nn.Module:

@@ -19,7 +19,8 @@ from .evaluation import calibrate, evaluate
 from .export import export_and_check
 from .fit import Monitor, net_size, pick_device, save_checkpoint, seed_all, train_members
 from .log import close_log, fmt_s, log, open_log
-from .feature_recipe import gflops, train_feature_model
+from .feature_recipe import gan_weight_arg, gflops, train_feature_model
+from .variants import report as variant_report
 from .manifest import git_commit, gumbel_method, quantile_method, write_manifest
 from .networks import n_levels
 from .scoring import MAP_VARIANTS
@@ -131,6 +132,11 @@ def parse_args(argv=None):
     f.add_argument("--bank", type=int, default=2048, help="memory-bank size in feature cells (greedy coreset)")
     f.add_argument("--bank-cells", type=int, default=200_000,
                    help="training cells drawn at random for the coreset to choose from")
+    f.add_argument("--gan-weight", type=gan_weight_arg, default="1",
+                   help="weight W of the GAN's restoration map relative to the memory bank's in the fused map, "
+                        "(W r + k) / (1 + W) of the normalised maps: 1 = their mean; auto = the weight (0 to 2) whose "
+                        "fused score best separates the held-back goods from the same goods with synthetic defects "
+                        "(never the real defects)")
     f.add_argument("--frr-budget", type=float, default=0.02,
                    help="false-reject rate the manifest threshold is set for (Gumbel fit to held-back goods' "
                         "scores; written into model.toml)")
@@ -210,8 +216,12 @@ def decode_sets(sets, channels: str, S: int, R: str) -> dict:
     return x
 
 
-FEATURE_VARIANT = ("anomaly_map: mean of the feature GAN's restoration error and the memory-bank distance, "
-                   "per cell, each normalised by held-back goods (median, p99); score = its max")
+def feature_variant(w: float) -> str:
+    """The manifest's comment on the feature graph's outputs."""
+    how = ("mean of the feature GAN's restoration error r and the memory-bank distance k" if w == 1 else
+           f"(w r + k) / (1 + w), w = {w:g}, of the feature GAN's restoration error r and the memory-bank distance k"
+           + (" (the bank alone)" if w == 0 else ""))
+    return f"anomaly_map: {how}, per cell, each normalised by held-back goods (median, p99); score = its max"
 
 
 def train_pixel_model(args, x, C, name, channels, device, t_start):
@@ -256,8 +266,8 @@ def main(argv=None):
     x = decode_sets(sets, channels, S, args.resize)
 
     if args.recipe == "features":
-        scorer, calib, info = train_feature_model(args, x, C, device)
-        method_lines, variant = gumbel_method(args, calib), FEATURE_VARIANT
+        scorer, calib, info, variant_maps = train_feature_model(args, x, C, device)
+        method_lines, variant = gumbel_method(args, calib), feature_variant(info["gan_weight"])
         epochs_done = args.passes
         if "cuda_ms_torch" in info:
             variant += f"; {info['cuda_ms_torch']:.2f} ms per part on {dev_name} (torch, batch 1)"
@@ -271,6 +281,9 @@ def main(argv=None):
                               t_trained)
         if args.recipe == "features":
             evaluation.update({k: v for k, v in info.items() if k.startswith(("auroc_", "selection_"))})
+            if variant_maps is not None:  # for the log and the benchmark: OUT/eval-variants.json
+                info["variant_image_auroc"] = variant_report(variant_maps, sets, args, out, device)
+                del variant_maps
 
     check = np.concatenate([x["val"][:3]] + ([x["ed"][:3]] if x["ed"] is not None else []))
     flops = gflops(scorer, C, S)

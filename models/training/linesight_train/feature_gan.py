@@ -152,8 +152,9 @@ def train_gan(feats: torch.Tensor, content: torch.Tensor, held: torch.Tensor, ar
     """Trains G and D on standardised training feature maps `feats` [N, F, h, w] (content:
     [N, 1, h, w], 1 on the part) for `args.passes` passes per image; keeps the weights with
     the lowest restoration error of the held-back goods `held` (checked `args.checks` times:
-    never the real defects). eval_fn(G), if given, measures real-defect AUROC at each check
-    for the log only (to report how well the held-back signal predicts it)."""
+    never the real defects), and the discriminator of that check (hist["D"]). eval_fn(G), if
+    given, measures real-defect AUROC at each check for the log only (to report how well the
+    held-back signal predicts it)."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     C = feats.shape[1]
@@ -164,7 +165,7 @@ def train_gan(feats: torch.Tensor, content: torch.Tensor, held: torch.Tensor, ar
     bs = min(args.batch_size, n)
     steps = max(1, int(round(args.passes * n / bs)))
     check_every = max(1, steps // args.checks)
-    best, best_err, history = None, float("inf"), []
+    best, best_d, best_err, history = None, None, float("inf"), []
     t0 = time.time()
     log(f"feature GAN: {n} training maps of {tuple(feats.shape[1:])}, batch {bs}, {args.passes} passes per "
         f"image = {steps} steps, weights chosen on {len(held)} held-back goods every {check_every} steps")
@@ -201,12 +202,15 @@ def train_gan(feats: torch.Tensor, content: torch.Tensor, held: torch.Tensor, ar
             if held_err < best_err:
                 best_err = held_err
                 best = {k: v.detach().clone() for k, v in G.state_dict().items()}
+                best_d = {k: v.detach().clone() for k, v in D.state_dict().items()}
             log(f"  step {step:5d}/{steps}  rec {float(loss_rec):.4f}  d {float(loss_d):.3f}  held-back restoration "
                 f"{held_err:.4f}" + (f"  (real AUROC {entry['real_auroc']:.4f}, measured only)" if "real_auroc" in entry else "")
                 + f"  {time.time() - t0:.0f}s")
     G.load_state_dict(best)
     G.eval()
-    return G, {"steps": steps, "history": history, "best_held_err": best_err, "seconds": time.time() - t0}
+    D.load_state_dict(best_d)  # the discriminator of the same check, for its per-cell map (variants.py)
+    D.eval()
+    return G, {"steps": steps, "history": history, "best_held_err": best_err, "seconds": time.time() - t0, "D": D}
 
 
 def spearman(a, b) -> float:

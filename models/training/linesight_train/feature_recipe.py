@@ -5,7 +5,9 @@ exported graph.
     image -> frozen EfficientNet-Lite0 (stride 8 + 16) -> per-channel standardisation -> f
     restoration map  r = RMS over channels of (G(f) - f)        (the trained core)
     neighbour map    k = distance of each cell to its nearest bank feature
-    map = mean of r and k, each normalised by the held-back goods' cell median and p99
+    map = (w r + k) / (1 + w), each normalised by the held-back goods' cell median and p99;
+          w = 1 (their mean) unless --gan-weight says otherwise (auto: chosen on held-back
+          goods against the same goods with synthetic defects)
     score = max over cells; the map goes back to the input's size for linesight
 
 Everything that is learnt or chosen (G's weights, the normalisation, the threshold) comes
@@ -21,11 +23,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .backbone import STRIDE, Backbone
-from .data import to_model_input
+from .anomalies import corrupt_in_crops
+from .backbone import LOW_CHANNELS, STRIDE, Backbone
+from .data import MEAN, STD, to_model_input
 from .feature_gan import Generator, spearman, train_gan
 from .log import log
 from .metrics import auroc, quantile_stats
+from .variants import cell_norm, choose_weight, mix as mix_factors, normalise_sets, raw_maps, residual_power
 
 
 def cell_mask(content: np.ndarray) -> torch.Tensor:
@@ -98,6 +102,12 @@ class FeatureScorer(nn.Module):
         self.register_buffer("bank_sq", (bank ** 2).sum(1).reshape(1, -1).clone())   # [1, K]
         # (median, p99 - median) of each map's cells on held-back goods: set by normalise()
         self.register_buffer("norm", torch.tensor([[0.0, 1.0], [0.0, 1.0]]))
+        # factors of the normalised restoration and neighbour maps in the fused map: set_weight()
+        self.register_buffer("mix", torch.tensor([0.5, 0.5]))
+
+    def set_weight(self, w: float) -> None:
+        """The GAN map's weight w relative to the bank's: map = (w r + k) / (1 + w)."""
+        self.mix.copy_(torch.tensor(mix_factors(w)))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return (self.backbone(x) - self.mu) * self.inv_sd
@@ -117,7 +127,7 @@ class FeatureScorer(nn.Module):
 
     def fuse(self, r: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         nr, nk = self.norm[0], self.norm[1]
-        return 0.5 * ((r - nr[0]) / nr[1] + (k - nk[0]) / nk[1])
+        return self.mix[0] * ((r - nr[0]) / nr[1]) + self.mix[1] * ((k - nk[0]) / nk[1])
 
     def forward(self, x: torch.Tensor):
         m = self.fuse(*self.cell_maps(x))
@@ -138,14 +148,7 @@ def cell_maps(scorer: FeatureScorer, feats: torch.Tensor, bs: int = 16) -> tuple
 
 def normalise(scorer: FeatureScorer, r: torch.Tensor, k: torch.Tensor, content: torch.Tensor) -> None:
     """Sets each map's (median, p99 - median) from the held-back goods' cells on the part."""
-    rows = []
-    for m in (r, k):
-        v = m[content.to(m.device) > 0].float()
-        if v.numel() > 1_000_000:  # torch.quantile's limit; a strided sample is plenty
-            v = v[:: v.numel() // 1_000_000 + 1]
-        med, p99 = float(v.median()), float(torch.quantile(v, 0.99))
-        rows.append([med, max(p99 - med, 1e-6)])
-    scorer.norm.copy_(torch.tensor(rows))
+    scorer.norm.copy_(torch.tensor([list(cell_norm(m, content)) for m in (r, k)]))
 
 
 def gumbel_threshold(scores: np.ndarray, budget: float) -> dict:
@@ -187,9 +190,46 @@ def gflops(scorer: nn.Module, C: int, S: int) -> float:
     return fc.get_total_flops() / 1e9
 
 
-def train_feature_model(args, x: dict, C: int, device) -> tuple[FeatureScorer, dict, dict]:
+def synthetic_defects(xval: np.ndarray, cval: np.ndarray, args, device, n_min: int = 64) -> np.ndarray:
+    """The held-back goods with pixel-space synthetic defects (anomalies.py: blobs, strokes,
+    cut-paste, smoothing; one in a --crop window on the part, as the pixel recipe's model
+    selection), repeated to at least n_min images, from a fixed seed; only those whose
+    defect is visible. uint8 [M, C, S, S]. They are never trained on: they judge the
+    finished networks the way real defects would, which the feature-space corruptions the
+    GAN learnt to restore cannot do fairly."""
+    c = args.crop if 0 < args.crop < args.size else args.size
+    out = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(args.seed + 12345)
+        for _ in range(max(1, math.ceil(n_min / max(1, len(xval))))):
+            for i in range(0, len(xval), 32):
+                xs = to_model_input(torch.from_numpy(xval[i:i + 32]).to(device))
+                cs = torch.from_numpy(cval[i:i + 32]).to(device)
+                xin, m = corrupt_in_crops(xs, cs, c, 1.0, args.stroke_frac, args.shade_frac)
+                u8 = ((xin.clamp(-1, 1) * STD + MEAN) * 255).round().clamp(0, 255).to(torch.uint8).cpu()
+                out.append(u8[m.flatten(1).amax(1).cpu() > 0])
+    syn = torch.cat(out)
+    return syn.numpy() if len(syn) else np.zeros((0,) + xval.shape[1:], np.uint8)
+
+
+def gan_weight_arg(text: str) -> str:
+    """--gan-weight: "auto" or a number >= 0."""
+    if text != "auto":
+        try:
+            ok = float(text) >= 0 and math.isfinite(float(text))
+        except ValueError:
+            ok = False
+        if not ok:
+            import argparse
+            raise argparse.ArgumentTypeError(f"expected auto or a weight >= 0, found {text!r}")
+    return text
+
+
+def train_feature_model(args, x: dict, C: int, device) -> tuple[FeatureScorer, dict, dict, dict | None]:
     """Trains and assembles the graph from the decoded sets `x` (cli.decode_sets). Returns
-    the scorer, the calibration (manifest fields) and figures for the log and benchmark."""
+    the scorer, the calibration (manifest fields), figures for the log and benchmark, and
+    the normalised cell maps of every scoring variant on the held-back goods, the synthetic
+    defects and the test split (variants.report; None without a test split)."""
     t0 = time.time()
     backbone = Backbone().to(device)
     ftrain = extract(backbone, x["train"], device)
@@ -214,7 +254,7 @@ def train_feature_model(args, x: dict, C: int, device) -> tuple[FeatureScorer, d
     k_eval = None if feval is None else (cell_maps(scorer, feval[0])[1], cell_maps(scorer, feval[1])[1])
 
     def real_auroc(G) -> float:
-        """Fused-map image AUROC on the evaluation sets with G's current weights (log only)."""
+        """Fused-map image AUROC (GAN weight 1) on the evaluation sets with G's current weights (log only)."""
         G.eval()
         scorer.G = G
         r_val, _ = cell_maps(scorer, fval)
@@ -225,23 +265,51 @@ def train_feature_model(args, x: dict, C: int, device) -> tuple[FeatureScorer, d
         return auroc(sc[1], sc[0])
 
     G, hist = train_gan(ftrain, ctrain, fval, args, device, args.seed, real_auroc if feval is not None else None)
+    D = hist.pop("D", None)
     scorer.G = G
-    r_val, _ = cell_maps(scorer, fval)
-    normalise(scorer, r_val, k_val, cval)
+    del ftrain
+
+    # every map kind on the held-back goods, the same with synthetic defects and the test split
+    t_var = time.time()
+    xsyn = synthetic_defects(x["val"], x["cval"], args, device)
+    power = residual_power(G, fval, cval)
+    raw = {"val": raw_maps(scorer, D, fval, power, LOW_CHANNELS)}
+    if len(xsyn):
+        raw["syn"] = raw_maps(scorer, D, std(extract(backbone, xsyn, device)), power, LOW_CHANNELS)
+    if feval is not None:
+        raw["eg"] = raw_maps(scorer, D, feval[0], power, LOW_CHANNELS)
+        raw["ed"] = raw_maps(scorer, D, feval[1], power, LOW_CHANNELS)
+    normalise(scorer, raw["val"]["res"], raw["val"]["bank"], cval)
+    nm, _, mx = normalise_sets(raw, cval.cpu())
+    if "syn" in nm:
+        w_auto, table = choose_weight(nm["val"]["res"], nm["val"]["bank"], nm["syn"]["res"], nm["syn"]["bank"])
+    else:  # no visible synthetic defect at all: nothing to choose on
+        w_auto, table = 1.0, []
+    w_graph = w_auto if args.gan_weight == "auto" else float(args.gan_weight)
+    scorer.set_weight(w_graph)
     scorer.eval()
-    info = {"train_seconds": time.time() - t0, "steps": hist["steps"], "history": hist["history"]}
+    log(f"GAN weight in the fusion, on {len(x['val'])} held-back goods against {len(xsyn)} of them with synthetic "
+        f"defects (weight: synthetic AUROC, separation): "
+        + ", ".join(f"{w:g}: {a:.4f}, {s_:.2f}" for w, a, s_ in table)
+        + f" -> {w_auto:g}; the graph uses {w_graph:g}"
+        + (" (--gan-weight auto)" if args.gan_weight == "auto" else f" (--gan-weight {args.gan_weight})")
+        + f" ({time.time() - t_var:.1f}s)")
+    info = {"train_seconds": time.time() - t0, "steps": hist["steps"], "history": hist["history"],
+            "gan_weight": w_graph, "gan_weight_chosen": w_auto,
+            "weight_choice": [{"weight": w, "synthetic_auroc": a, "separation": s_} for w, a, s_ in table]}
+    ctx = None
     if feval is not None:
         h = hist["history"]
         info["selection_spearman"] = spearman([-e["held_err"] for e in h], [e["real_auroc"] for e in h])
-        r_eg, _ = cell_maps(scorer, feval[0])
-        r_ed, _ = cell_maps(scorer, feval[1])
-        parts = {"restoration": (r_eg, r_ed), "neighbour": k_eval}
-        for name, (a, b) in parts.items():  # each map on its own, normalised the same way
-            info[f"auroc_{name}_only"] = auroc(b.flatten(1).max(1).values.cpu().numpy(),
-                                               a.flatten(1).max(1).values.cpu().numpy())
+        for name, kind in (("restoration", "res"), ("neighbour", "bank")):  # each map alone, as raw maxima
+            info[f"auroc_{name}_only"] = auroc(raw["ed"][kind].flatten(1).amax(1).numpy(),
+                                               raw["eg"][kind].flatten(1).amax(1).numpy())
         log(f"selection: rank correlation of -held-back restoration error with real-defect AUROC over "
             f"{len(h)} checks: {info['selection_spearman']:.3f}; AUROC of each map alone: restoration "
             f"{info['auroc_restoration_only']:.4f}, neighbour {info['auroc_neighbour_only']:.4f}")
+        if "syn" in nm:
+            ctx = {"normalised": nm, "w_auto": w_auto, "w_graph": w_graph, "max_stats": mx, "weight_table": table}
+    del feval, raw
 
     # threshold from the held-back goods' scores, through the whole graph as exported
     with torch.no_grad():
@@ -256,4 +324,4 @@ def train_feature_model(args, x: dict, C: int, device) -> tuple[FeatureScorer, d
         xb = torch.zeros(1, C, args.size, args.size, device=device)
         info["cuda_ms_torch"] = lat_ms(scorer, xb, 50)
         log(f"latency (torch, CUDA, batch 1): {info['cuda_ms_torch']:.2f} ms")
-    return scorer, calib, info
+    return scorer, calib, info, ctx

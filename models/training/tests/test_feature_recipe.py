@@ -139,6 +139,8 @@ def test_gan_training_lowers_the_held_back_restoration_error():
     # the kept weights are the checks' best, and far better than untrained ones
     assert abs(restoration_error(G, held) - min(e["held_err"] for e in hist["history"])) < 1e-6
     assert restoration_error(G, held) < 0.5 * untrained
+    # the discriminator of the kept check comes back too, for its per-cell map
+    assert hist["D"](held[:1]).shape == (1, 1, 12, 12)
 
 
 def test_feature_graph_exports_and_onnxruntime_agrees(tmp_path):
