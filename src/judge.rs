@@ -213,33 +213,36 @@ impl<S> Judge<S> {
         }
     }
 
-    /// Every decision that can be made at `now_ns`, in capture order: parts from the front
-    /// that have their outcome or whose deadline has come. `unix_ms` stamps the verdicts.
-    pub fn decide(&mut self, now_ns: u64, unix_ms: u64) -> Vec<Decision<S>> {
-        let mut decided = Vec::new();
-        while let Some(front) = self.pending.front() {
-            if front.outcome.is_none() && now_ns < self.timing.deadline_of(front.part.capture_ns) {
-                break;
-            }
-            let Pending { part, outcome } = self.pending.pop_front().expect("front exists");
-            let outcome = outcome.unwrap_or_else(|| Outcome {
-                id: part.id,
-                result: Err(Failure::new(
-                    Reason::DeadlineMissed,
-                    format!(
-                        "no verdict within {} ms of capture",
-                        self.timing.deadline_ns / 1_000_000
-                    ),
-                )),
-                latency: InspectionLatency::default(),
-                snapshot: None,
-            });
-            decided.push(self.verdict(part, outcome, now_ns, unix_ms));
+    /// The next decision that can be made at `now_ns`, in capture order: the front part,
+    /// if it has its outcome or its deadline has come. `unix_ms` stamps the verdict. Called
+    /// until it gives None; nothing is allocated on the way for a part judged on its score.
+    pub fn next_decision(&mut self, now_ns: u64, unix_ms: u64) -> Option<Decision<S>> {
+        let front = self.pending.front()?;
+        if front.outcome.is_none() && now_ns < self.timing.deadline_of(front.part.capture_ns) {
+            return None;
         }
-        decided
+        let Pending { part, outcome } = self.pending.pop_front().expect("front exists");
+        let outcome = outcome.unwrap_or_else(|| Outcome {
+            id: part.id,
+            result: Err(Failure::new(
+                Reason::DeadlineMissed,
+                format!(
+                    "no verdict within {} ms of capture",
+                    self.timing.deadline_ns / 1_000_000
+                ),
+            )),
+            latency: InspectionLatency::default(),
+            snapshot: None,
+        });
+        Some(self.verdict(part, outcome, now_ns, unix_ms))
     }
 
-    /// When [`Judge::decide`] must next be called, if a part waits: the front part's
+    /// Every decision that can be made at `now_ns` ([`Judge::next_decision`] until None).
+    pub fn decide(&mut self, now_ns: u64, unix_ms: u64) -> Vec<Decision<S>> {
+        std::iter::from_fn(|| self.next_decision(now_ns, unix_ms)).collect()
+    }
+
+    /// When [`Judge::next_decision`] must next be called, if a part waits: the front part's
     /// deadline. Outcomes and new parts may make a decision possible sooner.
     pub fn next_due_ns(&self) -> Option<u64> {
         self.pending.front().map(|p| self.timing.deadline_of(p.part.capture_ns))

@@ -330,6 +330,7 @@ fn inspect_loop(
     timing: Timing,
 ) -> u64 {
     let spec = detector.manifest.input.clone();
+    let mut preprocessor = preprocess::Preprocessor::default();
     let want_map = save != SaveImages::None && detector.manifest.outputs.anomaly_map.is_some();
     let mut skipped = 0u64;
     for frame in frames {
@@ -351,7 +352,8 @@ fn inspect_loop(
                 .as_ref()
                 .map_err(|e| Failure::new(e.reason, e.detail.clone()))?;
             // written straight into the bound input tensor: no copy, no allocation
-            preprocess::to_tensor(pixels, &spec, detector.input_mut())
+            preprocessor
+                .to_tensor(pixels, &spec, detector.input_mut())
                 .map_err(|e| Failure::new(Reason::BrokenFrame, e.to_string()))?;
             let t1 = clock::now_ns();
             latency.preprocess_ms = Some(clock::ns_to_ms(t1 - t0));
@@ -424,7 +426,8 @@ fn judge_loop(
         if let Some(t) = controls.threshold() {
             judge.set_threshold(Threshold(t));
         }
-        for decision in judge.decide(clock::now_ns(), clock::unix_ms()) {
+        let (now_ns, unix_ms) = (clock::now_ns(), clock::unix_ms());
+        while let Some(decision) = judge.next_decision(now_ns, unix_ms) {
             if let Some([start_ns, end_ns]) = decision.eject_ns {
                 journal.send(JournalEvent::Rejected {
                     id: decision.id,

@@ -6,8 +6,6 @@
 
 use crate::frame::{PixelFormat, Pixels};
 use crate::model::{InputSpec, Resize};
-use image::{imageops, ImageBuffer, Luma, Rgb};
-use std::borrow::Cow;
 
 /// Why a frame could not become a tensor.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -25,68 +23,83 @@ pub enum PreprocessError {
 }
 
 /// Fills `out` (exactly C·H·W values: the detector's bound input tensor) with the model
-/// input for `pixels`.
+/// input for `pixels`. For tools; the line keeps one [`Preprocessor`] and allocates nothing.
 pub fn to_tensor(pixels: &Pixels, spec: &InputSpec, out: &mut [f32]) -> Result<(), PreprocessError> {
-    let (w, h) = (pixels.width, pixels.height);
-    if w == 0 || h == 0 {
-        return Err(PreprocessError::Empty { width: w, height: h });
-    }
-    let expected = w as usize * h as usize * pixels.format.channels();
-    if pixels.data.len() != expected {
-        return Err(PreprocessError::BufferSize {
-            width: w,
-            height: h,
-            format: pixels.format,
-            expected,
-            found: pixels.data.len(),
-        });
-    }
-    let (tw, th) = (spec.width() as u32, spec.height() as u32);
-    let plane = (tw * th) as usize;
-    assert_eq!(
-        out.len(),
-        plane * spec.channel_count(),
-        "tensor size is the manifest's input shape"
-    );
-    let [lo, hi] = spec.value_range;
-    let scale = (hi - lo) / 255.0;
-    // Where the image lands: all of the input (stretch) or a centred box (letterbox, fit),
-    // the rest padded with pixel value 0, as train.py pads.
-    let (x0, y0, nw, nh) = placement(spec.resize, (w, h), (tw, th));
-    let norm = |v: u8, c: usize| (lo + v as f32 * scale - spec.mean[c]) / spec.std[c];
-    if (nw, nh) != (tw, th) {
-        for c in 0..spec.channel_count() {
-            out[c * plane..(c + 1) * plane].fill(norm(0, c));
+    Preprocessor::default().to_tensor(pixels, spec, out)
+}
+
+/// Frame → tensor with buffers kept from frame to frame: once they have grown to the
+/// largest frame, a frame costs no heap allocation (tests/frame_path_allocations.rs).
+#[derive(Default)]
+pub struct Preprocessor {
+    /// The frame in the model's colour, when the camera's differs.
+    colour: Vec<u8>,
+    resample: Resample,
+}
+
+impl Preprocessor {
+    /// Fills `out` (exactly C·H·W values) with the model input for `pixels`.
+    pub fn to_tensor(&mut self, pixels: &Pixels, spec: &InputSpec, out: &mut [f32]) -> Result<(), PreprocessError> {
+        let (w, h) = (pixels.width, pixels.height);
+        if w == 0 || h == 0 {
+            return Err(PreprocessError::Empty { width: w, height: h });
         }
-    }
-    let at = |x: u32, y: u32| ((y + y0) * tw + x + x0) as usize;
-    match spec.channels {
-        PixelFormat::Gray8 => {
-            let gray: Cow<[u8]> = match pixels.format {
-                PixelFormat::Gray8 => Cow::Borrowed(&pixels.data),
-                PixelFormat::Rgb8 => pixels.data.chunks_exact(3).map(|p| luma(p[0], p[1], p[2])).collect(),
-            };
-            let img = resized::<Luma<u8>>(&gray, (w, h), (nw, nh));
-            for (i, p) in img.iter().enumerate() {
-                out[at(i as u32 % nw, i as u32 / nw)] = norm(*p, 0);
+        let expected = w as usize * h as usize * pixels.format.channels();
+        if pixels.data.len() != expected {
+            return Err(PreprocessError::BufferSize {
+                width: w,
+                height: h,
+                format: pixels.format,
+                expected,
+                found: pixels.data.len(),
+            });
+        }
+        let (tw, th) = (spec.width() as u32, spec.height() as u32);
+        let plane = (tw * th) as usize;
+        assert_eq!(
+            out.len(),
+            plane * spec.channel_count(),
+            "tensor size is the manifest's input shape"
+        );
+        let [lo, hi] = spec.value_range;
+        let scale = (hi - lo) / 255.0;
+        // Where the image lands: all of the input (stretch) or a centred box (letterbox, fit),
+        // the rest padded with pixel value 0, as train.py pads.
+        let (x0, y0, nw, nh) = placement(spec.resize, (w, h), (tw, th));
+        let norm = |v: u8, c: usize| (lo + v as f32 * scale - spec.mean[c]) / spec.std[c];
+        if (nw, nh) != (tw, th) {
+            for c in 0..spec.channel_count() {
+                out[c * plane..(c + 1) * plane].fill(norm(0, c));
             }
         }
-        PixelFormat::Rgb8 => {
-            let rgb: Cow<[u8]> = match pixels.format {
-                PixelFormat::Rgb8 => Cow::Borrowed(&pixels.data),
-                PixelFormat::Gray8 => pixels.data.iter().flat_map(|g| [*g; 3]).collect(),
-            };
-            let img = resized::<Rgb<u8>>(&rgb, (w, h), (nw, nh));
-            // Interleaved HWC → planar CHW.
-            for (i, p) in img.chunks_exact(3).enumerate() {
-                let o = at(i as u32 % nw, i as u32 / nw);
-                for c in 0..3 {
-                    out[c * plane + o] = norm(p[c], c);
-                }
+        let at = |x: u32, y: u32| ((y + y0) * tw + x + x0) as usize;
+        // The frame in the model's colour: its own buffer where it already is.
+        let channels = spec.channel_count();
+        let data: &[u8] = match (spec.channels, pixels.format) {
+            (want, have) if want == have => &pixels.data,
+            (PixelFormat::Gray8, PixelFormat::Rgb8) => {
+                self.colour.clear();
+                self.colour
+                    .extend(pixels.data.chunks_exact(3).map(|p| luma(p[0], p[1], p[2])));
+                &self.colour
+            }
+            (PixelFormat::Rgb8, _) => {
+                self.colour.clear();
+                self.colour.extend(pixels.data.iter().flat_map(|g| [*g; 3]));
+                &self.colour
+            }
+            (PixelFormat::Gray8, PixelFormat::Gray8) => unreachable!("matched above"),
+        };
+        let img = self.resample.resize(data, channels, (w, h), (nw, nh));
+        // Interleaved HWC → planar CHW.
+        for (i, p) in img.chunks_exact(channels).enumerate() {
+            let o = at(i as u32 % nw, i as u32 / nw);
+            for (c, v) in p.iter().enumerate() {
+                out[c * plane + o] = norm(*v, c);
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Where a `from`-sized image lands in the `to`-sized input: (x0, y0, width, height).
@@ -117,18 +130,82 @@ pub fn luma(r: u8, g: u8, b: u8) -> u8 {
     ((r as u32 * 19595 + g as u32 * 38470 + b as u32 * 7471 + 0x8000) >> 16) as u8
 }
 
-/// The samples at w×h: the frame's own buffer when it already has that size (no copy).
-fn resized<P: image::Pixel<Subpixel = u8> + 'static>(
-    data: &[u8],
-    from: (u32, u32),
-    (w, h): (u32, u32),
-) -> Cow<'_, [u8]> {
-    if from == (w, h) {
-        return Cow::Borrowed(data);
+/// The image crate's `resize` with `FilterType::Triangle` (bilinear, widened when
+/// shrinking, like PIL's antialiased BILINEAR), computed the same way to the bit (a vertical
+/// pass into f32, then a horizontal pass rounded to u8; tested against the crate) but into
+/// buffers kept from frame to frame: the crate allocates its intermediate and output
+/// images, and the weights, at every call.
+#[derive(Default)]
+struct Resample {
+    /// After the vertical pass: width × new height × channels.
+    rows: Vec<f32>,
+    out: Vec<u8>,
+    weights: Vec<f32>,
+}
+
+impl Resample {
+    /// `data` (interleaved, `channels` per pixel) at `to`: `data` itself when the size is the same.
+    fn resize<'a>(&'a mut self, data: &'a [u8], channels: usize, from: (u32, u32), to: (u32, u32)) -> &'a [u8] {
+        if from == to {
+            return data;
+        }
+        let ((w, h), (nw, nh)) = ((from.0 as usize, from.1 as usize), (to.0 as usize, to.1 as usize));
+        self.rows.clear();
+        self.rows.resize(w * nh * channels, 0.0);
+        for y in 0..nh {
+            let left = triangle_weights(&mut self.weights, y, h, nh);
+            let row = &mut self.rows[y * w * channels..(y + 1) * w * channels];
+            for x in 0..w {
+                for c in 0..channels {
+                    let mut t = 0.0f32;
+                    for (i, wt) in self.weights.iter().enumerate() {
+                        t += data[((left + i) * w + x) * channels + c] as f32 * wt;
+                    }
+                    row[x * channels + c] = t;
+                }
+            }
+        }
+        self.out.clear();
+        self.out.resize(nw * nh * channels, 0);
+        for x in 0..nw {
+            let left = triangle_weights(&mut self.weights, x, w, nw);
+            for y in 0..nh {
+                for c in 0..channels {
+                    let mut t = 0.0f32;
+                    for (i, wt) in self.weights.iter().enumerate() {
+                        t += self.rows[(y * w + left + i) * channels + c] * wt;
+                    }
+                    self.out[(y * nw + x) * channels + c] = t.clamp(0.0, 255.0).round() as u8;
+                }
+            }
+        }
+        &self.out
     }
-    let view: ImageBuffer<P, &[u8]> = ImageBuffer::from_raw(from.0, from.1, data).expect("size checked above");
-    // Triangle = bilinear, widened when shrinking (like PIL's antialiased BILINEAR).
-    Cow::Owned(imageops::resize(&view, w, h, imageops::FilterType::Triangle).into_raw())
+}
+
+/// The normalised triangle-filter weights of output sample `out` of `new` from `len`
+/// input samples, into `ws`; returns the first input sample they apply to. The image
+/// crate's arithmetic, step by step, in f32.
+fn triangle_weights(ws: &mut Vec<f32>, out: usize, len: usize, new: usize) -> usize {
+    let ratio = len as f32 / new as f32;
+    let sratio = if ratio < 1.0 { 1.0 } else { ratio };
+    let support = sratio; // the triangle's support is 1
+    let input = (out as f32 + 0.5) * ratio;
+    let left = ((input - support).floor() as i64).clamp(0, len as i64 - 1);
+    let right = ((input + support).ceil() as i64).clamp(left + 1, len as i64);
+    let input = input - 0.5;
+    ws.clear();
+    let mut sum = 0.0f32;
+    for i in left..right {
+        let x = (i as f32 - input) / sratio;
+        let w = if x.abs() < 1.0 { 1.0 - x.abs() } else { 0.0 };
+        ws.push(w);
+        sum += w;
+    }
+    for w in ws.iter_mut() {
+        *w /= sum;
+    }
+    left as usize
 }
 
 #[cfg(test)]
@@ -250,6 +327,67 @@ mod tests {
         assert_eq!(placement(Resize::Fit, (593, 261), (512, 512)), (0, 143, 512, 225));
         assert_eq!(placement(Resize::Fit, (248, 373), (512, 512)), (132, 69, 248, 373));
         assert_eq!(placement(Resize::Fit, (512, 100), (512, 512)), (0, 206, 512, 100));
+    }
+
+    /// The image crate's resize, as the line used it before it kept its buffers.
+    fn crate_resize(data: &[u8], channels: usize, from: (u32, u32), to: (u32, u32)) -> Vec<u8> {
+        use image::{imageops, ImageBuffer, Luma, Rgb};
+        let f = imageops::FilterType::Triangle;
+        if channels == 1 {
+            let v: ImageBuffer<Luma<u8>, &[u8]> = ImageBuffer::from_raw(from.0, from.1, data).unwrap();
+            imageops::resize(&v, to.0, to.1, f).into_raw()
+        } else {
+            let v: ImageBuffer<Rgb<u8>, &[u8]> = ImageBuffer::from_raw(from.0, from.1, data).unwrap();
+            imageops::resize(&v, to.0, to.1, f).into_raw()
+        }
+    }
+
+    #[test]
+    fn resampling_is_the_image_crates_to_the_bit_with_buffers_kept() {
+        let mut r = Resample::default();
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as u32
+        };
+        let sizes = [
+            (1, 1),
+            (2, 3),
+            (7, 5),
+            (64, 64),
+            (100, 37),
+            (256, 256),
+            (300, 301),
+            (33, 500),
+        ];
+        for &(w, h) in &sizes {
+            for &(nw, nh) in &sizes {
+                for channels in [1usize, 3] {
+                    let data: Vec<u8> = (0..w * h * channels as u32).map(|_| next() as u8).collect();
+                    let want = crate_resize(&data, channels, (w, h), (nw, nh));
+                    let got = r.resize(&data, channels, (w, h), (nw, nh)).to_vec();
+                    assert!(want == got, "{w}x{h} → {nw}x{nh}, {channels} channel(s)");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_kept_preprocessor_gives_what_a_fresh_one_gives() {
+        let mut kept = Preprocessor::default();
+        let sp = spec(PixelFormat::Rgb8, 16);
+        for (w, h) in [(40, 30), (16, 16), (9, 70), (40, 30)] {
+            let px = Pixels {
+                width: w,
+                height: h,
+                format: PixelFormat::Gray8,
+                data: (0..w * h).map(|i| (i * 7) as u8).collect(),
+            };
+            let (mut a, mut b) = (vec![0.0; 3 * 256], vec![0.0; 3 * 256]);
+            kept.to_tensor(&px, &sp, &mut a).unwrap();
+            to_tensor(&px, &sp, &mut b).unwrap();
+            assert_eq!(a, b, "{w}x{h}");
+        }
     }
 
     impl InputSpec {

@@ -48,8 +48,12 @@ impl OutputLine for SimulatedLine {
             level: asserted,
         };
         if let Some((path, file)) = &mut self.log {
-            let line = serde_json::to_string(&edge)? + "\n";
-            file.write_all(line.as_bytes())
+            // One write of a whole line, formatted on the stack: an edge costs no allocation.
+            let mut line = [0u8; 64];
+            let mut cursor = std::io::Cursor::new(&mut line[..]);
+            writeln!(cursor, "{{\"t_ns\":{},\"level\":{}}}", edge.t_ns, edge.level).expect("an edge fits 64 bytes");
+            let n = cursor.position() as usize;
+            file.write_all(&line[..n])
                 .with_context(|| format!("cannot write edge log {}", path.display()))?;
         }
         Ok(())
@@ -60,5 +64,30 @@ impl OutputLine for SimulatedLine {
             Some((p, _)) => format!("simulated (edges logged to {})", p.display()),
             None => "simulated".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_edge_is_one_json_line_as_serde_writes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edges.jsonl");
+        let mut line = SimulatedLine::new(Some(path.clone()), "reject.output").unwrap();
+        line.set(true).unwrap();
+        line.set(true).unwrap(); // no change, no edge
+        line.set(false).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let edges: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(edges.len(), 2, "{text}");
+        assert_eq!(
+            (edges[0]["level"].as_bool(), edges[1]["level"].as_bool()),
+            (Some(true), Some(false))
+        );
+        let t = edges[0]["t_ns"].as_u64().unwrap();
+        let again = Edge { t_ns: t, level: true };
+        assert_eq!(text.lines().next().unwrap(), serde_json::to_string(&again).unwrap());
     }
 }

@@ -8,6 +8,8 @@ use anyhow::{anyhow, bail, Context};
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{builder::GraphOptimizationLevel, IoBinding, Session};
 use ort::value::Tensor;
+use ort::AsPointer;
+use std::ffi::{CStr, CString};
 use std::fmt::Display;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,21 +30,31 @@ pub struct Inspection {
 pub struct Detector {
     session: Session,
     input: Tensor<f32>,
-    /// Binding whose map output lands in host memory.
-    with_map: IoBinding,
-    /// GPU only: binding whose map output stays on the device (no copy when nobody looks).
-    without_map: Option<IoBinding>,
+    /// `input.name` as ONNX Runtime takes it, made once.
+    input_name: CString,
+    /// Score and map copied back to the host.
+    with_map: Bound,
+    /// Only where a GPU serves: the score back, the map left on the device.
+    without_map: Option<Bound>,
     pub manifest: Manifest,
     pub serving: Serving,
+}
+
+/// One I/O binding and the host tensors its outputs land in (shared with the binding).
+struct Bound {
+    binding: IoBinding,
+    score: Tensor<f32>,
+    map: Option<Tensor<f32>>,
 }
 
 fn ort_err<T, E: Display>(r: Result<T, E>, what: &str) -> anyhow::Result<T> {
     r.map_err(|e| anyhow!("{what}: {e}"))
 }
 
-type Bound = (Tensor<f32>, IoBinding, Option<IoBinding>);
+/// The input tensor and the bindings.
+type Bindings = (Tensor<f32>, Bound, Option<Bound>);
 
-fn bindings(session: &Session, m: &Manifest, serving: &Serving, pinned: bool) -> anyhow::Result<Bound> {
+fn bindings(session: &Session, m: &Manifest, serving: &Serving, pinned: bool) -> anyhow::Result<Bindings> {
     let input_alloc = if pinned {
         let info = MemoryInfo::new(
             AllocationDevice::CUDA_PINNED,
@@ -60,21 +72,32 @@ fn bindings(session: &Session, m: &Manifest, serving: &Serving, pinned: bool) ->
         Tensor::<f32>::new(&input_alloc, shape).map_err(|e| anyhow!("cannot allocate the input tensor: {e}"))?;
     let host = Allocator::default();
     let score = || Tensor::<f32>::new(&host, [1_i64]).map_err(|e| anyhow!("cannot allocate the score tensor: {e}"));
+    let bind_score = |b: &mut IoBinding| -> anyhow::Result<Tensor<f32>> {
+        let mut t = score()?;
+        b.bind_output(m.outputs.score.as_str(), &mut t)
+            .map_err(|e| anyhow!("binding output \"{}\": {e}", m.outputs.score))?;
+        Ok(t)
+    };
     let map_shape = [1_i64, 1, m.input.height() as i64, m.input.width() as i64];
-    let mut with_map = session.create_binding().map_err(|e| anyhow!("I/O binding: {e}"))?;
-    with_map
-        .bind_output(m.outputs.score.as_str(), score()?)
-        .map_err(|e| anyhow!("binding output \"{}\": {e}", m.outputs.score))?;
+    let mut binding = session.create_binding().map_err(|e| anyhow!("I/O binding: {e}"))?;
+    let score_t = bind_score(&mut binding)?;
+    let mut with_map = Bound {
+        binding,
+        score: score_t,
+        map: None,
+    };
     let mut without_map = None;
     if let Some(name) = &m.outputs.anomaly_map {
-        let map = Tensor::<f32>::new(&host, map_shape).map_err(|e| anyhow!("cannot allocate the map tensor: {e}"))?;
+        let mut map =
+            Tensor::<f32>::new(&host, map_shape).map_err(|e| anyhow!("cannot allocate the map tensor: {e}"))?;
         with_map
-            .bind_output(name.as_str(), map)
+            .binding
+            .bind_output(name.as_str(), &mut map)
             .map_err(|e| anyhow!("binding output \"{name}\": {e}"))?;
+        with_map.map = Some(map);
         if serving.provider != ProviderKind::Cpu {
             let mut b = session.create_binding().map_err(|e| anyhow!("I/O binding: {e}"))?;
-            b.bind_output(m.outputs.score.as_str(), score()?)
-                .map_err(|e| anyhow!("binding output \"{}\": {e}", m.outputs.score))?;
+            let score = bind_score(&mut b)?;
             let device = MemoryInfo::new(
                 AllocationDevice::CUDA,
                 serving.device_id,
@@ -84,10 +107,31 @@ fn bindings(session: &Session, m: &Manifest, serving: &Serving, pinned: bool) ->
             .map_err(|e| anyhow!("device memory: {e}"))?;
             b.bind_output_to_device(name.as_str(), &device)
                 .map_err(|e| anyhow!("binding output \"{name}\" to the device: {e}"))?;
-            without_map = Some(b);
+            without_map = Some(Bound {
+                binding: b,
+                score,
+                map: None,
+            });
         }
     }
     Ok((input, with_map, without_map))
+}
+
+/// An ONNX Runtime status: Ok, or its message (the status released).
+///
+/// # Safety
+/// `status` is what an ONNX Runtime C API call returned.
+unsafe fn status(status: ort::sys::OrtStatusPtr) -> Result<(), String> {
+    if status.0.is_null() {
+        return Ok(());
+    }
+    let api = ort::api();
+    // SAFETY: a non-null status holds a NUL-terminated message until it is released.
+    let message = unsafe { CStr::from_ptr((api.GetErrorMessage)(status.0)) }
+        .to_string_lossy()
+        .into_owned();
+    unsafe { (api.ReleaseStatus)(status.0) };
+    Err(message)
 }
 
 impl Detector {
@@ -158,9 +202,12 @@ impl Detector {
     fn bind(session: Session, manifest: Manifest, serving: Serving) -> anyhow::Result<Detector> {
         let gpu = serving.provider != ProviderKind::Cpu;
         let (input, with_map, without_map) = bindings(&session, &manifest, &serving, gpu)?;
+        let input_name = CString::new(manifest.input.name.as_str())
+            .map_err(|_| anyhow!("input.name {:?} holds a NUL character", manifest.input.name))?;
         let mut d = Detector {
             session,
             input,
+            input_name,
             with_map,
             without_map,
             manifest,
@@ -252,35 +299,49 @@ impl Detector {
     }
 
     /// Runs the model on the bound input. The anomaly map is copied out only when wanted.
+    ///
+    /// The frame path: nothing is allocated here (tests/frame_path_allocations.rs). ort's
+    /// `bind_input` and `run_binding` allocate a name and output handles on every call, so
+    /// the two C API calls are made directly, and the outputs are read from the host
+    /// tensors bound at open.
     pub fn run(&mut self, want_map: bool) -> anyhow::Result<Inspection> {
         let m = &self.manifest;
-        let binding = match (&mut self.without_map, want_map) {
+        let bound = match (&mut self.without_map, want_map) {
             (Some(b), false) => b,
             _ => &mut self.with_map,
         };
-        // Binding copies a host input to the device when a GPU serves; on the CPU it is a reference.
-        binding
-            .bind_input(m.input.name.as_str(), &self.input)
-            .map_err(|e| anyhow!("input tensor rejected: {e}"))?;
-        let outputs = self
-            .session
-            .run_binding(binding)
-            .map_err(|e| anyhow!("inference failed: {e}"))?;
-        let (_, score) = outputs[m.outputs.score.as_str()]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| anyhow!("output \"{}\" is not a float tensor: {e}", m.outputs.score))?;
-        let score = *score
-            .first()
-            .ok_or_else(|| anyhow!("output \"{}\" is empty", m.outputs.score))?;
+        let api = ort::api();
+        // Bound again every run: where a GPU serves, binding is when the host input is
+        // copied to the device; on the CPU it is a reference.
+        // SAFETY: the binding, the input value and the name live as long as `self`.
+        unsafe {
+            status((api.BindInput)(
+                bound.binding.ptr_mut(),
+                self.input_name.as_ptr(),
+                self.input.ptr(),
+            ))
+        }
+        .map_err(|e| anyhow!("input tensor rejected: {e}"))?;
+        // SAFETY: the session and its binding are valid; `&mut self` keeps this call the
+        // only one on the session.
+        unsafe {
+            status((api.RunWithBinding)(
+                self.session.ptr_mut(),
+                std::ptr::null(),
+                bound.binding.ptr(),
+            ))
+        }
+        .map_err(|e| anyhow!("inference failed: {e}"))?;
+        // SAFETY: the score tensor holds one f32, written by the run that just returned.
+        let score = unsafe { *bound.score.data_ptr().cast::<f32>() };
         if !score.is_finite() {
             bail!("the model returned a non-finite score ({score})");
         }
-        let anomaly_map = match (&m.outputs.anomaly_map, want_map) {
-            (Some(name), true) => {
-                let (_, map) = outputs[name.as_str()]
-                    .try_extract_tensor::<f32>()
-                    .map_err(|e| anyhow!("output \"{name}\" is not a float tensor: {e}"))?;
-                Some(map.to_vec())
+        let anomaly_map = match (&bound.map, want_map) {
+            (Some(map), true) => {
+                let n = m.input.height() * m.input.width();
+                // SAFETY: the map tensor is [1, 1, H, W] f32, written by the run.
+                Some(unsafe { std::slice::from_raw_parts(map.data_ptr().cast::<f32>(), n) }.to_vec())
             }
             _ => None,
         };

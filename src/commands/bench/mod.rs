@@ -1,6 +1,9 @@
 //! `linesight bench`: how fast and how big inspection is on this machine, with the
-//! configured model, execution providers and camera. Speed and memory targets are
-//! checked here (and by the scripts under bench/), never by timed unit tests.
+//! configured model, execution providers and camera; with `--line`, the highest rate the
+//! whole line holds (line.rs). Speed and memory targets are checked here (and by the
+//! scripts under bench/), never by timed unit tests.
+
+pub mod line;
 
 use crate::config::{CameraConfig, Config, ProviderKind, SyntheticCamera};
 use crate::frame::Pixels;
@@ -30,6 +33,17 @@ pub struct Args {
     /// Also write the figures as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also find the highest rate the whole line holds (every stage, paced, no fail-safe
+    /// reject): the figure to size a station with. Synthetic and folder cameras are paced
+    /// by the search; a V4L2 or GStreamer camera is run at its own rate.
+    #[arg(long)]
+    line: bool,
+    /// With --line: parts in the confirming trial (the search's trials run a quarter of it).
+    #[arg(long, default_value_t = 2000, requires = "line")]
+    parts: u64,
+    /// With --line: hold this rate (parts/s) for --parts parts instead of searching.
+    #[arg(long, requires = "line")]
+    rate: Option<f64>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -45,8 +59,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             })
             .collect::<anyhow::Result<_>>()?;
     }
-    let report = bench(c, args.runs)?;
+    if let Some(rate) = args.rate {
+        anyhow::ensure!(
+            rate.is_finite() && rate > 0.0,
+            "--rate: expected parts per second above 0, found {rate}"
+        );
+    }
+    anyhow::ensure!(args.parts > 0, "--parts: expected at least 1 part, found 0");
+    let line_config = args.line.then(|| c.clone());
+    let mut report = bench(c, args.runs)?;
     print!("{report}");
+    if let Some(config) = line_config {
+        let how = line::LineArgs {
+            parts: args.parts,
+            rate: args.rate,
+        };
+        let line = line::measure(&config, report.bare_fps, report.bare_inference_ms.p99, &how)?;
+        print!("{line}");
+        report.line = Some(line);
+    }
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -71,8 +102,15 @@ pub struct BenchReport {
     pub inference_with_map_ms: Percentiles,
     /// Frames per second through preprocess + inference, back to back.
     pub throughput_fps: f64,
+    /// ONNX Runtime's run on one prepared input, back to back ("bare" inference), ms.
+    pub bare_inference_ms: Percentiles,
+    /// Runs per second of that loop: what no line can exceed.
+    pub bare_fps: f64,
     /// Peak resident memory of the process, MiB (VmHWM).
     pub peak_rss_mib: Option<f64>,
+    /// `--line`: the whole line's highest held rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<line::LineReport>,
 }
 
 /// p50, p99 and max of the timed runs, ms (`stats`' one definition, as `eval` reports them).
@@ -111,16 +149,26 @@ pub fn bench(mut config: Config, runs: usize) -> anyhow::Result<BenchReport> {
     let spec = detector.manifest.input.clone();
     let runs = runs.max(1);
     let (mut pre, mut inf, mut inf_map) = (Vec::with_capacity(runs), Vec::with_capacity(runs), Vec::new());
+    let mut preprocessor = preprocess::Preprocessor::default();
     let start = Instant::now();
     for i in 0..runs {
         let t0 = Instant::now();
-        preprocess::to_tensor(&frames[i % frames.len()], &spec, detector.input_mut())?;
+        preprocessor.to_tensor(&frames[i % frames.len()], &spec, detector.input_mut())?;
         let t1 = Instant::now();
         detector.run(false)?;
         pre.push((t1 - t0).as_secs_f64() * 1e3);
         inf.push(t1.elapsed().as_secs_f64() * 1e3);
     }
     let throughput_fps = runs as f64 / start.elapsed().as_secs_f64();
+    // Bare: the last frame's input, run again and again.
+    let mut bare = Vec::with_capacity(runs);
+    let start = Instant::now();
+    for _ in 0..runs {
+        let t = Instant::now();
+        detector.run(false)?;
+        bare.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let bare_fps = runs as f64 / start.elapsed().as_secs_f64();
     if detector.manifest.outputs.anomaly_map.is_some() {
         for _ in 0..runs.min(200) {
             let t = Instant::now();
@@ -139,7 +187,10 @@ pub fn bench(mut config: Config, runs: usize) -> anyhow::Result<BenchReport> {
         inference_ms: percentiles(inf),
         inference_with_map_ms: percentiles(inf_map),
         throughput_fps,
+        bare_inference_ms: percentiles(bare),
+        bare_fps,
         peak_rss_mib: peak_rss_mib(),
+        line: None,
     })
 }
 
@@ -166,6 +217,12 @@ impl std::fmt::Display for BenchReport {
             f,
             "  throughput             {:.1} frames/s (preprocess + inference, back to back)",
             self.throughput_fps
+        )?;
+        writeln!(
+            f,
+            "  bare inference         {}; {:.1} frames/s (one prepared input, back to back)",
+            p(&self.bare_inference_ms),
+            self.bare_fps
         )?;
         match self.peak_rss_mib {
             Some(m) => writeln!(f, "  peak memory            {m:.1} MiB resident"),

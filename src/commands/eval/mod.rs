@@ -126,6 +126,7 @@ pub fn score_all(
     let n = samples.len();
     let progress = progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut out = Vec::with_capacity(n);
+    let mut preprocessor = preprocess::Preprocessor::default();
     for (i, sample) in samples.into_iter().enumerate() {
         let pixels = crate::files::read_capped(&sample.path, limit.max_file_bytes())
             .map_err(|e| e.to_string())
@@ -134,7 +135,8 @@ pub fn score_all(
             .with_context(|| format!("cannot decode {}", sample.path.display()))?;
         let t0 = clock::now_ns();
         let size = (pixels.width, pixels.height);
-        preprocess::to_tensor(&pixels, &spec, detector.input_mut())
+        preprocessor
+            .to_tensor(&pixels, &spec, detector.input_mut())
             .with_context(|| sample.path.display().to_string())?;
         let inspection = detector
             .run(keep_maps)
