@@ -78,9 +78,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         print!("{line}");
         report.line = Some(line);
     }
-    if let Some(path) = args.json {
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    // A line that holds no rate (or not the --rate asked for) is a finding a script acts on.
+    if report.line.as_ref().is_some_and(|l| l.rate_parts_per_s.is_none()) {
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }
