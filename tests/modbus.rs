@@ -12,39 +12,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
-
-/// One line at a time: each is timed, and they share two cores.
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A Python that imports pymodbus; else one line saying how to get one (a failure under CI).
-fn python() -> Option<PathBuf> {
-    let candidates = std::env::var_os("LINESIGHT_PLANT_PYTHON")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([common::repo().join("target/plant-venv/bin/python"), "python3".into()]);
-    for py in candidates {
-        let ok = Command::new(&py)
-            .args(["-c", "import pymodbus"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Some(py);
-        }
-    }
-    let msg = "Modbus test skipped: no Python with pymodbus; make one: python3 -m venv target/plant-venv && \
-               target/plant-venv/bin/pip install \"pymodbus==3.16.*\" (or set LINESIGHT_PLANT_PYTHON)";
-    if std::env::var_os("CI").is_some() {
-        panic!("{msg} (CI is set: the real-client tests must run)");
-    }
-    eprintln!("{msg}");
-    None
-}
+use std::sync::{mpsc, Arc, Mutex};
 
 /// The sim line with a Modbus server on a free loopback port.
 fn sim_with_modbus(buffer_results: u64) -> SimRun {
@@ -134,7 +102,12 @@ impl Plc {
             String::from_utf8_lossy(&out.stderr)
         );
         Plc {
-            lines: text.lines().map(|l| serde_json::from_str(l).unwrap()).collect(),
+            lines: text
+                .lines()
+                .map(|l| {
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("a client line is not JSON ({e}): {l:?}\n{text}"))
+                })
+                .collect(),
         }
     }
 
@@ -223,8 +196,10 @@ const PARTS: usize = 30;
 
 #[test]
 fn every_result_is_read_through_the_handshake_in_order() {
-    let Some(py) = python() else { return };
-    let _serial = serial();
+    let Some(py) = common::plant_python("pymodbus", "pymodbus==3.16.*") else {
+        return;
+    };
+    let _serial = common::serial();
     let sim = sim_with_modbus(8);
     let line = Line::spawn(&sim, &["--max-parts", &PARTS.to_string()]);
     let plc = Plc::run(&py, line.port, "handshake");
@@ -291,8 +266,10 @@ fn every_result_is_read_through_the_handshake_in_order() {
 
 #[test]
 fn an_overrun_is_flagged_and_counted_when_the_plc_stops_acknowledging() {
-    let Some(py) = python() else { return };
-    let _serial = serial();
+    let Some(py) = common::plant_python("pymodbus", "pymodbus==3.16.*") else {
+        return;
+    };
+    let _serial = common::serial();
     let sim = sim_with_modbus(4);
     let line = Line::spawn(&sim, &["--max-parts", &PARTS.to_string()]);
     let plc = Plc::run(&py, line.port, "overrun");

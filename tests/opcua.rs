@@ -13,39 +13,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
-
-/// One line at a time: each is timed, and they share two cores.
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A Python that imports asyncua; else one line saying how to get one (a failure under CI).
-fn python() -> Option<PathBuf> {
-    let candidates = std::env::var_os("LINESIGHT_PLANT_PYTHON")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([common::repo().join("target/plant-venv/bin/python"), "python3".into()]);
-    for py in candidates {
-        let ok = Command::new(&py)
-            .args(["-c", "import asyncua"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Some(py);
-        }
-    }
-    let msg = "OPC UA test skipped: no Python with asyncua; make one: python3 -m venv target/plant-venv && \
-               target/plant-venv/bin/pip install \"asyncua==2.1.*\" (or set LINESIGHT_PLANT_PYTHON)";
-    if std::env::var_os("CI").is_some() {
-        panic!("{msg} (CI is set: the real-client tests must run)");
-    }
-    eprintln!("{msg}");
-    None
-}
+use std::sync::{mpsc, Arc, Mutex};
 
 const DEVICE: &str = "cell-7";
 
@@ -213,8 +181,10 @@ fn assert_every_result_from_the_first(lines: &[Value], logged: &[Value]) -> usiz
 
 #[test]
 fn a_subscriber_reads_every_result_equal_to_the_results_log() {
-    let Some(py) = python() else { return };
-    let _serial = serial();
+    let Some(py) = common::plant_python("asyncua", "asyncua==2.1.*") else {
+        return;
+    };
+    let _serial = common::serial();
     let sim = sim_with_opcua(|_| {});
     let (lines, logged) = subscribe_and_stop(&sim, &py, &[], 20);
     let n = assert_every_result_from_the_first(&lines, &logged);
@@ -247,8 +217,10 @@ fn a_subscriber_reads_every_result_equal_to_the_results_log() {
 
 #[test]
 fn basic256sha256_lets_in_a_trusted_client_with_its_user_only() {
-    let Some(py) = python() else { return };
-    let _serial = serial();
+    let Some(py) = common::plant_python("asyncua", "asyncua==2.1.*") else {
+        return;
+    };
+    let _serial = common::serial();
     let sim = sim_with_opcua(|_| {});
     let (users, pki, certs) = (
         sim.dir.path().join("opcua-users"),

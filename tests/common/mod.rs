@@ -331,3 +331,40 @@ pub fn assert_stand_ins_fill_the_outage<'a>(results: &'a [Value], fall: u64, out
     );
     lost
 }
+
+/// One line at a time within a test binary: each is timed, and they share two cores.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A Python that imports `module` (a plant-side client: pymodbus, asyncua):
+/// `$LINESIGHT_PLANT_PYTHON`, else `target/plant-venv/bin/python` (what .ci/run makes), else
+/// `python3`. Without one, a line saying how to get it (`pip_spec`) and None; under CI
+/// (`CI` set) a failure instead: the real-client tests must run there.
+pub fn plant_python(module: &str, pip_spec: &str) -> Option<PathBuf> {
+    let candidates = std::env::var_os("LINESIGHT_PLANT_PYTHON")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([repo().join("target/plant-venv/bin/python"), "python3".into()]);
+    for py in candidates {
+        let ok = Command::new(&py)
+            .args(["-c", &format!("import {module}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Some(py);
+        }
+    }
+    let msg = format!(
+        "test skipped: no Python with {module}; make one: python3 -m venv target/plant-venv && \
+         target/plant-venv/bin/pip install \"{pip_spec}\" (or set LINESIGHT_PLANT_PYTHON)"
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg} (CI is set: the real-client tests must run)");
+    }
+    eprintln!("{msg}");
+    None
+}
