@@ -44,6 +44,10 @@ pub struct Args {
     /// With --line: hold this rate (parts/s) for --parts parts instead of searching.
     #[arg(long, requires = "line")]
     rate: Option<f64>,
+    /// Idle this long before each bare run: inference as a paced line sees it, its core
+    /// idle between frames (docs/performance.md).
+    #[arg(long, default_value_t = 0)]
+    idle_ms: u64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -67,7 +71,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     anyhow::ensure!(args.parts > 0, "--parts: expected at least 1 part, found 0");
     let line_config = args.line.then(|| c.clone());
-    let mut report = bench(c, args.runs)?;
+    let mut report = bench(c, args.runs, args.idle_ms)?;
     print!("{report}");
     if let Some(config) = line_config {
         let how = line::LineArgs {
@@ -106,8 +110,10 @@ pub struct BenchReport {
     pub inference_with_map_ms: Percentiles,
     /// Frames per second through preprocess + inference, back to back.
     pub throughput_fps: f64,
-    /// ONNX Runtime's run on one prepared input, back to back ("bare" inference), ms.
+    /// ONNX Runtime's run on one prepared input, back to back ("bare" inference; with
+    /// `--idle-ms`, that long idle before each run), ms.
     pub bare_inference_ms: Percentiles,
+    pub idle_ms: u64,
     /// Runs per second of that loop: what no line can exceed.
     pub bare_fps: f64,
     /// Peak resident memory of the process, MiB (VmHWM).
@@ -123,7 +129,7 @@ pub(crate) fn percentiles(runs_ms: Vec<f64>) -> Percentiles {
 }
 
 /// Runs the benchmark: `runs` timed frames (plus the configured warm-up).
-pub fn bench(mut config: Config, runs: usize) -> anyhow::Result<BenchReport> {
+pub fn bench(mut config: Config, runs: usize, idle_ms: u64) -> anyhow::Result<BenchReport> {
     // Frames as fast as the source makes them: the line's pace is not what is measured.
     match &mut config.camera {
         CameraConfig::Synthetic(SyntheticCamera { parts_per_second, .. })
@@ -167,12 +173,18 @@ pub fn bench(mut config: Config, runs: usize) -> anyhow::Result<BenchReport> {
     // Bare: the last frame's input, run again and again.
     let mut bare = Vec::with_capacity(runs);
     let start = Instant::now();
+    let mut idle_s = 0.0;
     for _ in 0..runs {
+        if idle_ms > 0 {
+            let t = Instant::now();
+            std::thread::sleep(std::time::Duration::from_millis(idle_ms));
+            idle_s += t.elapsed().as_secs_f64();
+        }
         let t = Instant::now();
         detector.run(false)?;
         bare.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    let bare_fps = runs as f64 / start.elapsed().as_secs_f64();
+    let bare_fps = runs as f64 / (start.elapsed().as_secs_f64() - idle_s);
     if detector.manifest.outputs.anomaly_map.is_some() {
         for _ in 0..runs.min(200) {
             let t = Instant::now();
@@ -192,6 +204,7 @@ pub fn bench(mut config: Config, runs: usize) -> anyhow::Result<BenchReport> {
         inference_with_map_ms: percentiles(inf_map),
         throughput_fps,
         bare_inference_ms: percentiles(bare),
+        idle_ms,
         bare_fps,
         peak_rss_mib: peak_rss_mib(),
         line: None,
@@ -222,9 +235,13 @@ impl std::fmt::Display for BenchReport {
             "  throughput             {:.1} frames/s (preprocess + inference, back to back)",
             self.throughput_fps
         )?;
+        let how = match self.idle_ms {
+            0 => "back to back".to_string(),
+            ms => format!("{ms} ms idle before each"),
+        };
         writeln!(
             f,
-            "  bare inference         {}; {:.1} frames/s (one prepared input, back to back)",
+            "  bare inference         {}; {:.1} frames/s (one prepared input, {how})",
             p(&self.bare_inference_ms),
             self.bare_fps
         )?;
