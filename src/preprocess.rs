@@ -76,19 +76,18 @@ impl Preprocessor {
         // The frame in the model's colour: its own buffer where it already is.
         let channels = spec.channel_count();
         let data: &[u8] = match (spec.channels, pixels.format) {
-            (want, have) if want == have => &pixels.data,
             (PixelFormat::Gray8, PixelFormat::Rgb8) => {
                 self.colour.clear();
                 self.colour
                     .extend(pixels.data.chunks_exact(3).map(|p| luma(p[0], p[1], p[2])));
                 &self.colour
             }
-            (PixelFormat::Rgb8, _) => {
+            (PixelFormat::Rgb8, PixelFormat::Gray8) => {
                 self.colour.clear();
                 self.colour.extend(pixels.data.iter().flat_map(|g| [*g; 3]));
                 &self.colour
             }
-            (PixelFormat::Gray8, PixelFormat::Gray8) => unreachable!("matched above"),
+            _ => &pixels.data,
         };
         let img = self.resample.resize(data, channels, (w, h), (nw, nh));
         // Interleaved HWC → planar CHW.

@@ -7,12 +7,11 @@
 
 mod common;
 
-use common::{set, SimRun, HUNG};
+use common::{set, SimRun};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 
 /// The sim line with a Modbus server on a free loopback port.
 fn sim_with_modbus(buffer_results: u64) -> SimRun {
@@ -35,35 +34,10 @@ struct Line {
 
 impl Line {
     fn spawn(sim: &SimRun, args: &[&str]) -> Line {
-        let mut child = sim
-            .command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        {
-            let (pipe, lines) = (child.stderr.take().unwrap(), Arc::clone(&stderr));
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if let Some(rest) = line.split("modbus server on 127.0.0.1:").nth(1) {
-                        let _ = tx.send(rest.split(' ').next().unwrap_or_default().parse::<u16>());
-                    }
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
-        let port = match rx.recv_timeout(HUNG) {
-            Ok(Ok(p)) => p,
-            other => {
-                let _ = child.kill();
-                panic!(
-                    "no \"modbus server on 127.0.0.1:PORT\" line ({other:?}):\n{}",
-                    stderr.lock().unwrap().join("\n")
-                );
-            }
-        };
+        let (child, port, stderr) = common::spawn_announcing(sim, args, "modbus server on 127.0.0.1:");
+        let port = port
+            .parse()
+            .unwrap_or_else(|e| panic!("modbus server port {port:?}: {e}"));
         Line { child, stderr, port }
     }
 

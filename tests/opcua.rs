@@ -8,12 +8,12 @@
 
 mod common;
 
-use common::{set, terminate, wait_until, SimRun, HUNG};
+use common::{set, terminate, wait_until, SimRun};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 
 const DEVICE: &str = "cell-7";
 
@@ -31,35 +31,7 @@ fn sim_with_opcua(edit: impl FnOnce(&mut toml::Table)) -> SimRun {
 
 /// linesight running without a part limit; the endpoint its server took, from its log.
 fn spawn(sim: &SimRun) -> (Child, String, Arc<Mutex<Vec<String>>>) {
-    let mut child = sim
-        .command(&[])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = mpsc::channel();
-    {
-        let (pipe, lines) = (child.stderr.take().unwrap(), Arc::clone(&stderr));
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("opcua server on ").nth(1) {
-                    let _ = tx.send(rest.split(' ').next().unwrap_or_default().to_string());
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-    }
-    match rx.recv_timeout(HUNG) {
-        Ok(url) => (child, url, stderr),
-        Err(_) => {
-            let _ = child.kill();
-            panic!(
-                "no \"opcua server on URL\" line:\n{}",
-                stderr.lock().unwrap().join("\n")
-            );
-        }
-    }
+    common::spawn_announcing(sim, &[], "opcua server on ")
 }
 
 /// The client, its JSON lines collected as they come.

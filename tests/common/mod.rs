@@ -368,3 +368,40 @@ pub fn plant_python(module: &str, pip_spec: &str) -> Option<PathBuf> {
     eprintln!("{msg}");
     None
 }
+
+/// linesight running (`sim.command(args)`), its stderr collected as it comes, and the word
+/// after `marker` in its log (`"opcua server on "` → the endpoint it took). Kills it and fails,
+/// with the log, if no such line comes.
+pub fn spawn_announcing(
+    sim: &SimRun,
+    args: &[&str],
+    marker: &'static str,
+) -> (Child, String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::sync::{mpsc, Arc, Mutex};
+    let mut child = sim
+        .command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel();
+    let (pipe, lines) = (child.stderr.take().unwrap(), Arc::clone(&stderr));
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split(marker).nth(1) {
+                let _ = tx.send(rest.split(' ').next().unwrap_or_default().to_string());
+            }
+            lines.lock().unwrap().push(line);
+        }
+    });
+    match rx.recv_timeout(HUNG) {
+        Ok(word) => (child, word, stderr),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("no \"{marker}...\" line:\n{}", stderr.lock().unwrap().join("\n"));
+        }
+    }
+}

@@ -213,7 +213,8 @@ pub fn measure(config: &Config, bare_fps: f64, bare_p99_ms: f64, args: &LineArgs
             search.answer().is_some()
         }
     };
-    let at = trials.iter().rev().find(|t| held && t.held && t.kind == "confirm");
+    // The long trial that held: the last one run.
+    let at = trials.last().filter(|_| held);
     Ok(LineReport {
         rate_parts_per_s: at.map(|t| t.rate_parts_per_s),
         bare_fps,
